@@ -1,0 +1,1 @@
+//! eventwire client SDK (work in progress).

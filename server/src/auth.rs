@@ -1,0 +1,104 @@
+//! JWT authentication: HS256 with a shared secret or RS256 with a public key.
+//!
+//! `sub` is the user id; `"role": "admin"` or a `roles` array containing `"admin"` grants the
+//! admin endpoints. `exp` is checked when present. Tokens are never logged: this module never
+//! puts a token in an error message or a tracing field.
+//!
+//! ```
+//! use eventwire_server::Auth;
+//! let auth = Auth::hs256(b"secret shared with the token issuer");
+//! # let _ = auth;
+//! ```
+
+use std::fmt;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// How tokens are verified. Cheap to clone.
+#[derive(Clone)]
+pub struct Auth {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is calling, once the token (if any) is verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The token's `sub`, or the `userId` query parameter in dev mode.
+    pub user_id: Option<String>,
+    /// Whether the caller may use the admin endpoints.
+    pub admin: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    role: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+impl Auth {
+    /// HS256 tokens signed with `secret`.
+    pub fn hs256(secret: &[u8]) -> Self {
+        Auth::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    }
+
+    /// RS256 tokens, verified with an RSA public key in PEM form.
+    ///
+    /// # Errors
+    /// When `pem` is not an RSA public key.
+    pub fn rs256_pem(pem: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(Auth::new(DecodingKey::from_rsa_pem(pem)?, Algorithm::RS256))
+    }
+
+    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
+        let mut validation = Validation::new(algorithm);
+        // `exp` is checked when present but not required: some issuers mint long-lived
+        // service tokens. `aud`/`iss` are the issuer's business, not the hub's.
+        validation.required_spec_claims.clear();
+        validation.validate_aud = false;
+        Auth { key, validation }
+    }
+
+    /// Verifies `token` and reads the caller's identity from it.
+    ///
+    /// # Errors
+    /// [`Error::TokenExpired`] or [`Error::InvalidToken`].
+    pub fn verify(&self, token: &str) -> Result<Identity, Error> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => Error::TokenExpired,
+                ErrorKind::InvalidSignature => Error::InvalidToken("bad signature".into()),
+                ErrorKind::InvalidAlgorithm => {
+                    Error::InvalidToken("signed with another algorithm".into())
+                }
+                ErrorKind::ImmatureSignature => Error::InvalidToken("not valid yet (nbf)".into()),
+                ErrorKind::Json(_) => {
+                    Error::InvalidToken("claims are not of the expected shape".into())
+                }
+                _ => Error::InvalidToken("malformed".into()),
+            },
+        )?;
+        let claims = data.claims;
+        let admin =
+            claims.role.as_deref() == Some("admin") || claims.roles.iter().any(|r| r == "admin");
+        Ok(Identity {
+            user_id: claims.sub,
+            admin,
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! The hub's one error type, and how it answers over HTTP.
+//!
+//! Every variant maps to an HTTP status and a stable `code` string; the answer body is
+//! `{"error": {"code": "...", "message": "..."}}` (see `docs/PROTOCOL.md`, "Errors").
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Everything that can go wrong when publishing, subscribing or authenticating.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The body is not JSON, or not of the expected shape.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// The request body was larger than the configured limit.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body was not sent as `application/json`.
+    #[error("expected `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// An event name that is empty, too long, reserved or spans several lines.
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// An idempotency key that is empty, too long or spans several lines.
+    #[error("{0}")]
+    InvalidId(String),
+    /// More than one of `topic`, `clientId` and `userId` was given.
+    #[error("{0}")]
+    ConflictingTargets(String),
+    /// A `topic`, `clientId` or `userId` target that is empty, too long or has commas or
+    /// control characters.
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// A `Last-Event-ID` that is not an id this hub issues.
+    #[error("Last-Event-ID {0:?} is not an event id issued by this hub (expected 1 to 20 decimal digits)")]
+    InvalidLastEventId(String),
+    /// A bad query parameter.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// Auth is on and no token was sent.
+    #[error("no token: send `Authorization: Bearer <jwt>`, the `token` query parameter or the auth cookie")]
+    MissingToken,
+    /// The token failed validation (signature, format, algorithm, claims).
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// The token's `exp` is in the past.
+    #[error("the token has expired")]
+    TokenExpired,
+    /// A valid token without the admin role on an admin endpoint.
+    #[error("this endpoint needs the admin role")]
+    Forbidden,
+    /// No such endpoint.
+    #[error("no endpoint at {0}")]
+    NotFound(String),
+    /// Wrong method for the endpoint.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A connection limit was reached.
+    #[error("{0}")]
+    TooManyConnections(String),
+    /// The hub is shutting down and takes no new streams.
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// How long a client refused by a connection limit should wait before retrying.
+pub(crate) const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(5);
+
+impl Error {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::MalformedJson(_)
+            | Error::InvalidEvent(_)
+            | Error::InvalidId(_)
+            | Error::ConflictingTargets(_)
+            | Error::InvalidTarget(_)
+            | Error::InvalidLastEventId(_)
+            | Error::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Error::MissingToken | Error::InvalidToken(_) | Error::TokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable machine-readable code sent in the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MalformedJson(_) => "malformed_json",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::InvalidEvent(_) => "invalid_event",
+            Error::InvalidId(_) => "invalid_id",
+            Error::ConflictingTargets(_) => "conflicting_targets",
+            Error::InvalidTarget(_) => "invalid_target",
+            Error::InvalidLastEventId(_) => "invalid_last_event_id",
+            Error::InvalidQuery(_) => "invalid_query",
+            Error::MissingToken => "missing_token",
+            Error::InvalidToken(_) => "invalid_token",
+            Error::TokenExpired => "token_expired",
+            Error::Forbidden => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::TooManyConnections(_) => "too_many_connections",
+            Error::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Prefixes the message with where in a batch the problem is, e.g. `[2].event: `.
+    pub(crate) fn at_index(self, index: usize) -> Self {
+        let at = |m: String| format!("[{index}].{m}");
+        match self {
+            Error::InvalidEvent(m) => Error::InvalidEvent(at(m)),
+            Error::InvalidId(m) => Error::InvalidId(at(m)),
+            Error::InvalidTarget(m) => Error::InvalidTarget(at(m)),
+            Error::ConflictingTargets(m) => Error::ConflictingTargets(format!("[{index}]: {m}")),
+            other => other,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, Error::TooManyConnections(_) | Error::ShuttingDown) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_LIMIT.as_secs()),
+            );
+        }
+        if matches!(
+            self,
+            Error::MissingToken | Error::InvalidToken(_) | Error::TokenExpired
+        ) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

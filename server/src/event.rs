@@ -1,0 +1,366 @@
+//! What gets published: [`Message`], its [`Target`], typed [`Event`]s, and the SSE wire
+//! encoding, done once per event and shared by every subscriber.
+//!
+//! ```
+//! use eventwire_server::{Event, Message, Target};
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct CacheUpdated { key: String }
+//!
+//! impl Event for CacheUpdated {
+//!     const NAME: &'static str = "cache_updated";
+//! }
+//!
+//! let message = Message::new("notification", serde_json::json!({"message": "hi"}))
+//!     .to(Target::Topic("orders".into()));
+//! assert_eq!(message.event(), "notification");
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// Longest event name, idempotency key, topic, client id or user id, in characters.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Who receives an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Target {
+    /// Every connection.
+    #[default]
+    All,
+    /// Connections subscribed to this topic.
+    Topic(String),
+    /// Every connection of this client id.
+    Client(String),
+    /// Every connection of this user id.
+    User(String),
+    /// The connections of `client_id` that belong to `user_id` (used by `/test/echo`).
+    ClientOfUser {
+        /// The client id.
+        client_id: String,
+        /// The user the connections must belong to.
+        user_id: String,
+    },
+}
+
+/// One event to publish: a type name, a JSON payload, a [`Target`] and an optional
+/// idempotency key.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub(crate) event: String,
+    pub(crate) data: Value,
+    pub(crate) target: Target,
+    pub(crate) key: Option<String>,
+}
+
+impl Message {
+    /// A message for every connection. Validation happens when it is published.
+    pub fn new(event: impl Into<String>, data: Value) -> Self {
+        Message {
+            event: event.into(),
+            data,
+            target: Target::All,
+            key: None,
+        }
+    }
+
+    /// A message carrying a typed [`Event`].
+    ///
+    /// # Errors
+    /// [`Error::MalformedJson`] when `event` cannot be serialised to JSON (a map with
+    /// non-string keys, for example).
+    pub fn typed<E: Event>(event: &E) -> Result<Self, Error> {
+        let data = serde_json::to_value(event)
+            .map_err(|e| Error::MalformedJson(format!("cannot serialise {}: {e}", E::NAME)))?;
+        Ok(Message::new(E::NAME, data))
+    }
+
+    /// Sends the message to `target` instead of every connection.
+    #[must_use]
+    pub fn to(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// Sets an idempotency key: publishing the same key again while the first event is in
+    /// the history does not send it twice.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The event type.
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
+    /// The payload.
+    pub fn data(&self) -> &Value {
+        &self.data
+    }
+
+    /// Who receives it.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Checks the event name and idempotency key.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        validate_event_name(&self.event)?;
+        if let Some(key) = &self.key {
+            validate_line("id", key).map_err(Error::InvalidId)?;
+        }
+        Ok(())
+    }
+}
+
+/// A payload type that declares its event name, so `hub.send(&value)` needs no string.
+///
+/// This is the server half of typed events; the client SDK decodes the same JSON into the
+/// same (or a compatible) type.
+pub trait Event: Serialize {
+    /// The SSE event type this payload is sent as. Must not start with `__`.
+    const NAME: &'static str;
+}
+
+/// What publishing one message did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// Always `true`: failures are errors, not receipts.
+    pub ok: bool,
+    /// The hub-assigned event id.
+    pub id: String,
+    /// Connections on this hub the event was queued to.
+    pub delivered: usize,
+    /// `true` when the idempotency key was seen before and nothing was sent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// The JSON body of `POST /publish` (one element of it, when it is an array).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PublishBody {
+    event: String,
+    #[serde(default)]
+    data: Value,
+    id: Option<String>,
+    topic: Option<String>,
+    client_id: Option<String>,
+    user_id: Option<String>,
+}
+
+impl PublishBody {
+    pub(crate) fn into_message(self) -> Result<Message, Error> {
+        let target = match (self.topic, self.client_id, self.user_id) {
+            (None, None, None) => Target::All,
+            (Some(t), None, None) => Target::Topic(t),
+            (None, Some(c), None) => Target::Client(c),
+            (None, None, Some(u)) => Target::User(u),
+            _ => {
+                return Err(Error::ConflictingTargets(
+                    "give at most one of `topic`, `clientId`, `userId`".into(),
+                ))
+            }
+        };
+        let named = match &target {
+            Target::Topic(t) => Some(("topic", t)),
+            Target::Client(c) => Some(("clientId", c)),
+            Target::User(u) => Some(("userId", u)),
+            _ => None,
+        };
+        if let Some((field, name)) = named {
+            validate_name(field, name).map_err(Error::InvalidTarget)?;
+        }
+        let message = Message {
+            event: self.event,
+            data: self.data,
+            target,
+            key: self.id,
+        };
+        message.validate()?;
+        Ok(message)
+    }
+}
+
+/// An event name: 1 to 128 characters, one line, not reserved.
+pub(crate) fn validate_event_name(name: &str) -> Result<(), Error> {
+    validate_line("event", name).map_err(Error::InvalidEvent)?;
+    if name.starts_with("__") {
+        return Err(Error::InvalidEvent(format!(
+            "event: {name:?} is reserved: names starting with `__` are the hub's system events"
+        )));
+    }
+    Ok(())
+}
+
+/// A value that goes on an SSE field line: non-empty, not too long, no line break.
+fn validate_line(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field}: must not be empty"));
+    }
+    if value.chars().count() > MAX_NAME_LEN {
+        return Err(format!("{field}: longer than {MAX_NAME_LEN} characters"));
+    }
+    if value.contains(['\n', '\r']) {
+        return Err(format!("{field}: must not contain a line break"));
+    }
+    if value.contains('\0') {
+        return Err(format!("{field}: must not contain a NUL character"));
+    }
+    Ok(())
+}
+
+/// A topic, client id or user id: like [`validate_line`], and no control characters or commas
+/// (they are given as comma lists in query strings).
+pub(crate) fn validate_name(field: &str, value: &str) -> Result<(), String> {
+    validate_line(field, value)?;
+    if value.contains(|c: char| c.is_control() || c == ',') {
+        return Err(format!(
+            "{field}: {value:?} must not contain commas or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a `Last-Event-ID`: empty means none; otherwise 1 to 20 decimal digits that fit a u64.
+pub(crate) fn parse_last_event_id(raw: &str) -> Result<Option<u64>, Error> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::InvalidLastEventId(raw.chars().take(64).collect()));
+    }
+    raw.parse()
+        .map(Some)
+        .map_err(|_| Error::InvalidLastEventId(raw.into()))
+}
+
+// --- wire encoding -------------------------------------------------------------------------
+
+/// Encodes an application event: `id:`, `event:`, one `data:` line per line of `data`.
+pub(crate) fn encode_event(id: u64, event: &str, data: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + event.len() + 40);
+    buf.put_slice(b"id: ");
+    buf.put_slice(id.to_string().as_bytes());
+    buf.put_slice(b"\n");
+    put_event_and_data(&mut buf, event, data);
+    buf.freeze()
+}
+
+/// Encodes a system event (no `id:` line, so it never moves a client's Last-Event-ID).
+pub(crate) fn encode_system(event: &str, data: &Value) -> Bytes {
+    let data = data.to_string();
+    let mut buf = BytesMut::with_capacity(data.len() + event.len() + 20);
+    put_event_and_data(&mut buf, event, &data);
+    buf.freeze()
+}
+
+/// Encodes a `retry:` hint.
+pub(crate) fn encode_retry(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+/// The heartbeat as an SSE comment.
+pub(crate) const HEARTBEAT_COMMENT: &[u8] = b": heartbeat\n\n";
+
+fn put_event_and_data(buf: &mut BytesMut, event: &str, data: &str) {
+    buf.put_slice(b"event: ");
+    buf.put_slice(event.as_bytes());
+    buf.put_slice(b"\n");
+    // SSE line terminators are CRLF, LF and CR; each line of the payload gets its own field.
+    let mut rest = data;
+    loop {
+        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        buf.put_slice(b"data: ");
+        buf.put_slice(&rest.as_bytes()[..end]);
+        buf.put_slice(b"\n");
+        if end == rest.len() {
+            break;
+        }
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    buf.put_slice(b"\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_frame_is_byte_exact() {
+        let frame = encode_event(42, "notification", r#"{"message":"hi"}"#);
+        assert_eq!(
+            &frame[..],
+            b"id: 42\nevent: notification\ndata: {\"message\":\"hi\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_data_gets_one_field_per_line() {
+        let frame = encode_event(1, "t", "a\nb\r\nc\rd");
+        assert_eq!(
+            &frame[..],
+            b"id: 1\nevent: t\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+        let frame = encode_event(2, "t", "");
+        assert_eq!(&frame[..], b"id: 2\nevent: t\ndata: \n\n");
+    }
+
+    #[test]
+    fn system_frames_have_no_id() {
+        let frame = encode_system("__gap", &serde_json::json!({"lastEventId": "7"}));
+        assert_eq!(
+            &frame[..],
+            b"event: __gap\ndata: {\"lastEventId\":\"7\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn event_names_are_checked() {
+        assert!(validate_event_name("notification").is_ok());
+        for bad in ["", "__connected", "a\nb", "a\rb", &"x".repeat(129)] {
+            assert!(matches!(
+                validate_event_name(bad),
+                Err(Error::InvalidEvent(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn last_event_ids_are_checked() {
+        assert_eq!(parse_last_event_id("").ok(), Some(None));
+        assert_eq!(parse_last_event_id("17").ok(), Some(Some(17)));
+        for bad in [
+            "abc",
+            "-1",
+            "1.5",
+            "99999999999999999999",
+            "123456789012345678901",
+        ] {
+            assert!(parse_last_event_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn conflicting_targets_are_rejected() {
+        let body: PublishBody =
+            serde_json::from_str(r#"{"event":"e","topic":"t","clientId":"c"}"#).unwrap();
+        assert!(matches!(
+            body.into_message(),
+            Err(Error::ConflictingTargets(_))
+        ));
+    }
+}

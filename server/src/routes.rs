@@ -1,0 +1,370 @@
+//! Every HTTP endpoint of the hub, in one [`router`].
+//!
+//! ```no_run
+//! use axum::Router;
+//! use eventwire_server::{router, Config, Hub};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hub = Hub::new(Config::default());
+//! let app: Router = Router::new().nest("/realtime", router(hub.clone()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Identity;
+use crate::config::Cors;
+use crate::error::Error;
+use crate::event::{parse_last_event_id, validate_name, Message, PublishBody, Target};
+use crate::hub::{Hub, SubscribeRequest};
+
+/// The hub's endpoints (see `docs/PROTOCOL.md`), ready to serve or to `nest` in a larger app.
+///
+/// Applies the hub's CORS setting, request tracing (paths only: query strings, which may hold
+/// tokens, are never logged) and gzip for the JSON admin endpoints. Event streams are never
+/// compressed.
+pub fn router(hub: Hub) -> Router {
+    let admin = Router::new()
+        .route("/stats", get(stats))
+        .route("/clients", get(clients))
+        .route("/metrics", get(metrics))
+        .layer(CompressionLayer::new());
+    let app = Router::new()
+        .route("/events", get(events))
+        .route("/publish", post(publish))
+        .route("/test/echo", post(echo))
+        .route("/healthz", get(healthz))
+        .merge(admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        );
+    let app = match cors_layer(&hub.config().cors) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.with_state(hub)
+}
+
+fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
+    let origins = match cors {
+        Cors::Off => return None,
+        Cors::Any => AllowOrigin::mirror_request(),
+        Cors::Origins(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("last-event-id"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+// --- subscribing ---------------------------------------------------------------------------
+
+async fn events(
+    State(hub): State<Hub>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let identity = authenticate(&hub, &headers, &query)?;
+    let user_id =
+        match (hub.config().auth.is_some(), query.get("userId")) {
+            (true, Some(_)) => return Err(Error::InvalidQuery(
+                "userId: only accepted in dev mode; with auth on the user id is the token's `sub`"
+                    .into(),
+            )),
+            (false, Some(user)) => {
+                validate_name("userId", user).map_err(Error::InvalidQuery)?;
+                Some(user.clone())
+            }
+            (_, None) => identity.user_id,
+        };
+    let client_id = match query.get("clientId") {
+        Some(c) => {
+            validate_name("clientId", c).map_err(Error::InvalidQuery)?;
+            Some(c.clone())
+        }
+        None => None,
+    };
+    let topics = name_list("topics", query.get("topics"))?.unwrap_or_default();
+    let events = name_list("events", query.get("events"))?.map(HashSet::from_iter);
+    let header_id = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Error::InvalidLastEventId("<not ASCII>".into()))?,
+        ),
+        None => None,
+    };
+    let last_event_id = match header_id.or(query.get("lastEventId").map(String::as_str)) {
+        Some(raw) => parse_last_event_id(raw)?,
+        None => None,
+    };
+
+    let subscription = hub.subscribe(SubscribeRequest {
+        client_id,
+        user_id,
+        topics,
+        events,
+        last_event_id,
+    })?;
+
+    let body = Body::from_stream(subscription.into_stream().map(Ok::<_, Infallible>));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A comma list of names; empty entries (a trailing comma) are skipped.
+fn name_list(field: &str, raw: Option<&String>) -> Result<Option<Vec<String>>, Error> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    raw.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            validate_name(field, s)
+                .map(|()| s.to_owned())
+                .map_err(Error::InvalidQuery)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+// --- publishing ----------------------------------------------------------------------------
+
+async fn publish(
+    State(hub): State<Hub>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require_admin(&hub, &headers, &query)?;
+    let value = json_body(&hub, &headers, body).await?;
+    match value {
+        Value::Array(items) => {
+            let messages = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    publish_body(item)
+                        .and_then(PublishBody::into_message)
+                        .map_err(|e| match e {
+                            Error::MalformedJson(m) => Error::MalformedJson(format!("[{i}]: {m}")),
+                            other => other.at_index(i),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Json(hub.publish_all(messages).await?).into_response())
+        }
+        item => {
+            let message = publish_body(item)?.into_message()?;
+            Ok(Json(hub.publish(message).await?).into_response())
+        }
+    }
+}
+
+fn publish_body(value: Value) -> Result<PublishBody, Error> {
+    if !value.is_object() {
+        return Err(Error::MalformedJson(
+            "expected an event object, or an array of them".into(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| Error::MalformedJson(e.to_string()))
+}
+
+async fn echo(
+    State(hub): State<Hub>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let identity = authenticate(&hub, &headers, &query)?;
+    let client_id = query.get("clientId").cloned();
+    if let Some(c) = &client_id {
+        validate_name("clientId", c).map_err(Error::InvalidQuery)?;
+    }
+    let target = match (hub.config().auth.is_some(), client_id, identity.user_id) {
+        (true, Some(client_id), Some(user_id)) => Target::ClientOfUser { client_id, user_id },
+        (true, None, Some(user_id)) => Target::User(user_id),
+        (_, Some(client_id), _) => Target::Client(client_id),
+        (_, None, _) => {
+            return Err(Error::InvalidQuery(
+                "clientId: required, it names the client the messages go back to".into(),
+            ))
+        }
+    };
+    let Value::Array(items) = json_body(&hub, &headers, body).await? else {
+        return Err(Error::MalformedJson(
+            "expected a JSON array of messages".into(),
+        ));
+    };
+    let messages = items
+        .into_iter()
+        .map(|data| Message::new("test", data).to(target.clone()))
+        .collect();
+    let receipts = hub.publish_all(messages).await?;
+    let delivered: usize = receipts.iter().map(|r| r.delivered).sum();
+    let ids: Vec<&str> = receipts.iter().map(|r| r.id.as_str()).collect();
+    Ok(Json(json!({"ok": true, "ids": ids, "delivered": delivered})).into_response())
+}
+
+/// Reads a JSON body: `application/json` only, at most `max_body_bytes`.
+async fn json_body(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Value, Error> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let limit = hub.config().max_body_bytes;
+    let bytes: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::PayloadTooLarge { limit })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::MalformedJson(e.to_string()))
+}
+
+// --- admin ---------------------------------------------------------------------------------
+
+async fn stats(
+    State(hub): State<Hub>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require_admin(&hub, &headers, &query)?;
+    Ok(Json(hub.stats()).into_response())
+}
+
+async fn clients(
+    State(hub): State<Hub>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require_admin(&hub, &headers, &query)?;
+    Ok(Json(json!({ "clients": hub.clients() })).into_response())
+}
+
+async fn metrics(
+    State(hub): State<Hub>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    require_admin(&hub, &headers, &query)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics_text(),
+    )
+        .into_response())
+}
+
+async fn healthz(State(hub): State<Hub>) -> Response {
+    if hub.is_shutting_down() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
+            .into_response()
+    } else {
+        Json(json!({"status": "ok"})).into_response()
+    }
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> Error {
+    Error::NotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> Error {
+    Error::MethodNotAllowed
+}
+
+// --- auth ----------------------------------------------------------------------------------
+
+/// The caller's identity: verified from its token when auth is on, anonymous admin otherwise.
+fn authenticate(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Identity, Error> {
+    let Some(auth) = &hub.config().auth else {
+        return Ok(Identity {
+            user_id: None,
+            admin: true,
+        });
+    };
+    let token = bearer(headers)
+        .or_else(|| query.get("token").cloned())
+        .or_else(|| cookie(headers, &hub.config().token_cookie))
+        .ok_or(Error::MissingToken)?;
+    auth.verify(&token)
+}
+
+fn require_admin(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Identity, Error> {
+    let identity = authenticate(hub, headers, query)?;
+    if identity.admin {
+        Ok(identity)
+    } else {
+        Err(Error::Forbidden)
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
