@@ -1,0 +1,253 @@
+//! JWT auth: where tokens come from, what they grant, and what bad ones get.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{config, TestHub};
+use eventwire_server::Auth;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+const SECRET: &[u8] = b"test secret that is long enough for HS256";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn hs(claims: Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+fn user(sub: &str) -> String {
+    hs(json!({"sub": sub, "exp": now() + 3600}))
+}
+
+fn admin() -> String {
+    hs(json!({"sub": "ops", "role": "admin", "exp": now() + 3600}))
+}
+
+async fn hub_with_auth() -> TestHub {
+    let mut cfg = config();
+    cfg.auth = Some(Auth::hs256(SECRET));
+    TestHub::start(cfg).await
+}
+
+async fn error_code(res: reqwest::Response) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    (status, body["error"]["code"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn token_from_header_query_or_cookie_sets_the_user() {
+    let t = hub_with_auth().await;
+    let alice = user("alice");
+    let by_header = t
+        .subscribe_with(
+            "?clientId=h",
+            &[("authorization", &format!("Bearer {alice}"))],
+        )
+        .await;
+    let by_query = t.subscribe(&format!("?clientId=q&token={alice}")).await;
+    let by_cookie = t
+        .subscribe_with(
+            "?clientId=c",
+            &[("cookie", &format!("theme=dark; eventwire_token={alice}"))],
+        )
+        .await;
+    for sse in [&by_header, &by_query, &by_cookie] {
+        assert_eq!(sse.connected["userId"], "alice");
+    }
+}
+
+#[tokio::test]
+async fn user_targeting_uses_the_token_subject() {
+    let t = hub_with_auth().await;
+    let mut alice = t.subscribe(&format!("?token={}", user("alice"))).await;
+    let mut bob = t.subscribe(&format!("?token={}", user("bob"))).await;
+    let (status, answer) = t
+        .post_json(
+            "/publish",
+            &json!({"event": "dm", "data": "hi", "userId": "alice"}),
+            Some(&admin()),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["delivered"], 1);
+    assert_eq!(alice.next().await.event, "dm");
+    bob.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn missing_bad_and_expired_tokens_are_401_with_a_json_error() {
+    let t = hub_with_auth().await;
+    let wrong_key = encode(
+        &Header::default(),
+        &json!({"sub": "x"}),
+        &EncodingKey::from_secret(b"another secret"),
+    )
+    .unwrap();
+    let expired = hs(json!({"sub": "x", "exp": now() - 3600}));
+    let cases = [
+        (None, "missing_token"),
+        (Some("not.a.jwt"), "invalid_token"),
+        (Some(wrong_key.as_str()), "invalid_token"),
+        (Some(expired.as_str()), "token_expired"),
+    ];
+    for (token, code) in cases {
+        for path in ["/events", "/stats", "/clients", "/metrics"] {
+            let mut req = t.http.get(t.url(path));
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.headers()["www-authenticate"], "Bearer");
+            assert_eq!(error_code(res).await, (401, code.to_owned()), "{path}");
+        }
+        let mut req = t.http.post(t.url("/publish")).json(&json!({"event": "e"}));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        assert_eq!(
+            error_code(req.send().await.unwrap()).await,
+            (401, code.to_owned())
+        );
+    }
+    // A token never shows up in an error message.
+    let res = t
+        .http
+        .get(t.url("/stats"))
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.text().await.unwrap().contains(&expired));
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_admin_role() {
+    let t = hub_with_auth().await;
+    let plain = user("alice");
+    let by_roles = hs(json!({"sub": "ops2", "roles": ["reader", "admin"]}));
+    for path in ["/stats", "/clients", "/metrics"] {
+        let res = t
+            .http
+            .get(t.url(path))
+            .bearer_auth(&plain)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(res).await,
+            (403, "forbidden".to_owned()),
+            "{path}"
+        );
+        for token in [admin(), by_roles.clone()] {
+            let res = t
+                .http
+                .get(t.url(path))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+        }
+    }
+    let res = t
+        .http
+        .post(t.url("/publish"))
+        .bearer_auth(&plain)
+        .json(&json!({"event": "e"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, (403, "forbidden".to_owned()));
+    // healthz stays open.
+    assert_eq!(t.get_json("/healthz", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn echo_needs_only_a_valid_token_and_stays_within_the_user() {
+    let t = hub_with_auth().await;
+    let mut mine = t
+        .subscribe(&format!("?clientId=tab&token={}", user("alice")))
+        .await;
+    // Bob claims the same client id; echo from Alice must not reach him.
+    let mut bobs = t
+        .subscribe(&format!("?clientId=tab&token={}", user("bob")))
+        .await;
+    let (status, answer) = t
+        .post_json(
+            "/test/echo?clientId=tab",
+            &json!([1, 2]),
+            Some(&user("alice")),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["delivered"], 2);
+    assert_eq!(mine.next().await.data, "1");
+    assert_eq!(mine.next().await.data, "2");
+    bobs.assert_quiet(Duration::from_millis(300)).await;
+    let (status, _) = t
+        .post_json("/test/echo?clientId=tab", &json!([1]), None)
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn user_id_parameter_is_refused_when_auth_is_on() {
+    let t = hub_with_auth().await;
+    let Err((status, body)) = t
+        .try_subscribe(&format!("?userId=admin&token={}", user("eve")), &[])
+        .await
+    else {
+        panic!("accepted");
+    };
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_query");
+}
+
+#[tokio::test]
+async fn rs256_tokens_verify_with_the_public_key() {
+    let public = include_bytes!("fixtures/test-rsa-public.pem");
+    let private = include_bytes!("fixtures/test-rsa-private.pem");
+    let mut cfg = config();
+    cfg.auth = Some(Auth::rs256_pem(public).unwrap());
+    let t = TestHub::start(cfg).await;
+    let key = EncodingKey::from_rsa_pem(private).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"sub": "carol", "roles": ["admin"], "exp": now() + 60}),
+        &key,
+    )
+    .unwrap();
+    let sse = t.subscribe(&format!("?token={token}")).await;
+    assert_eq!(sse.connected["userId"], "carol");
+    assert_eq!(t.get_json("/stats", Some(&token)).await.0, 200);
+    // An HS256 token signed with the PEM text as secret (algorithm confusion) is refused.
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub": "mallory", "role": "admin"}),
+        &EncodingKey::from_secret(public),
+    )
+    .unwrap();
+    let res = t
+        .http
+        .get(t.url("/stats"))
+        .bearer_auth(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, (401, "invalid_token".to_owned()));
+}

@@ -1,0 +1,231 @@
+//! The `eventwire` binary as an operator runs it: flags, env, refusal without auth, SIGTERM,
+//! and logs that never contain a token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{data, Sse};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventwire");
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+async fn start(args: &[&str], env: &[(&str, &str)], log: &str) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", log)
+        .env_remove("EVENTWIRE_JWT_SECRET")
+        .env_remove("EVENTWIRE_DEV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(common::WAIT, lines.next_line())
+        .await
+        .expect("the binary printed its address")
+        .unwrap()
+        .unwrap();
+    let base = line.strip_prefix("listening on ").unwrap().to_owned();
+    Running { child, base }
+}
+
+impl Running {
+    fn terminate(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the binary exited in time")
+            .unwrap();
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .await
+            .unwrap();
+        (status, stderr)
+    }
+}
+
+async fn open(base: &str, query: &str, headers: &[(&str, &str)]) -> Sse {
+    let mut req = reqwest::Client::new().get(format!("{base}/events{query}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut sse = Sse::new(res);
+    let first = sse.next().await;
+    assert_eq!(first.event, "__connected");
+    sse.connected = data(&first);
+    sse
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_auth_and_says_why() {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("EVENTWIRE_JWT_SECRET")
+        .env_remove("EVENTWIRE_DEV")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--jwt-secret"), "{stderr}");
+    assert!(stderr.contains("--dev"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["--dev", "--jwt-secret", "s"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "--dev with a secret is a contradiction"
+    );
+
+    let out = Command::new(BIN)
+        .args(["--jwt-public-key", "/nonexistent.pem"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.pem"));
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_with_shutdown_and_exits() {
+    let hub = start(&["--dev", "--retry-ms", "1500"], &[], "info").await;
+    let mut a = open(&hub.base, "?clientId=a", &[]).await;
+    let mut b = open(&hub.base, "?clientId=b", &[]).await;
+    let started = Instant::now();
+    hub.terminate();
+    for sse in [&mut a, &mut b] {
+        let rest = sse.until_end().await;
+        assert_eq!(rest.last().map(|e| e.event.as_str()), Some("__shutdown"));
+        assert_eq!(data(rest.last().unwrap())["retryMs"], 1500);
+    }
+    let (status, stderr) = hub.wait_exit(Duration::from_secs(4)).await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(
+        stderr.contains("DEV MODE"),
+        "dev mode warns loudly: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn env_configures_the_binary_and_tokens_never_reach_the_logs() {
+    let secret = "binary-test-secret-0123456789abcdef";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let good = encode(
+        &Header::default(),
+        &json!({"sub": "alice", "role": "admin", "exp": now + 600}),
+        &key,
+    )
+    .unwrap();
+    let expired = encode(
+        &Header::default(),
+        &json!({"sub": "bob", "exp": now - 600}),
+        &key,
+    )
+    .unwrap();
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub": "eve"}),
+        &EncodingKey::from_secret(b"wrong"),
+    )
+    .unwrap();
+
+    let hub = start(
+        &[],
+        &[
+            ("EVENTWIRE_JWT_SECRET", secret),
+            ("EVENTWIRE_HEARTBEAT_SECS", "7"),
+        ],
+        "trace",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let by_query = open(&hub.base, &format!("?token={good}"), &[]).await;
+    assert_eq!(by_query.connected["userId"], "alice");
+    assert_eq!(by_query.connected["heartbeatSecs"], 7);
+    open(
+        &hub.base,
+        "",
+        &[("authorization", &format!("Bearer {good}"))],
+    )
+    .await;
+    open(
+        &hub.base,
+        "",
+        &[("cookie", &format!("eventwire_token={good}"))],
+    )
+    .await;
+    for bad in [&expired, &forged] {
+        let res = http
+            .get(format!("{}/events?token={bad}", hub.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        let res = http
+            .post(format!("{}/publish", hub.base))
+            .bearer_auth(bad)
+            .json(&json!({"event": "e"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let res = http
+        .post(format!("{}/publish", hub.base))
+        .bearer_auth(&good)
+        .json(&json!({"event": "e"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    hub.terminate();
+    let (status, stderr) = hub.wait_exit(Duration::from_secs(4)).await;
+    assert!(status.success());
+    assert!(stderr.contains("/events"), "requests are logged: {stderr}");
+    for token in [&good, &expired, &forged] {
+        // Any of the token's three parts would be a leak.
+        for part in token.split('.') {
+            assert!(!stderr.contains(part), "a token part leaked into the logs");
+        }
+    }
+    assert!(!stderr.contains(secret), "the secret leaked into the logs");
+}

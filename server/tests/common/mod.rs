@@ -1,0 +1,241 @@
+//! Shared harness for the black-box tests: a hub served over a real socket on 127.0.0.1:0,
+//! and SSE streams read with an independent parser (`eventsource-stream`), never with the
+//! hub's own code.
+#![allow(dead_code)]
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use eventwire_server::{router, serve, Config, Hub};
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestHub {
+    pub hub: Hub,
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    pub server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestHub {
+    pub async fn start(config: Config) -> TestHub {
+        TestHub::start_with_drain(config, Duration::from_secs(5)).await
+    }
+
+    pub async fn start_with_drain(config: Config, drain: Duration) -> TestHub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = Hub::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            hub.clone(),
+            router(hub.clone()),
+            async move {
+                let _ = stopped.await;
+            },
+            drain,
+        ));
+        TestHub {
+            hub,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Triggers graceful shutdown; returns the server task.
+    pub fn stop(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.take().expect("server already stopped")
+    }
+
+    /// POSTs `body` as JSON to `/publish`; returns (status, JSON answer).
+    pub async fn publish(&self, body: Value) -> (u16, Value) {
+        self.post_json("/publish", &body, None).await
+    }
+
+    /// Publishes and asserts success; returns the event id.
+    pub async fn publish_ok(&self, body: Value) -> String {
+        let (status, answer) = self.publish(body).await;
+        assert_eq!(status, 200, "publish failed: {answer}");
+        answer["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Opens `/events{query}` and waits for `__connected`.
+    pub async fn subscribe(&self, query: &str) -> Sse {
+        self.subscribe_with(query, &[]).await
+    }
+
+    pub async fn subscribe_with(&self, query: &str, headers: &[(&str, &str)]) -> Sse {
+        let mut sse = self
+            .try_subscribe(query, headers)
+            .await
+            .unwrap_or_else(|(s, body)| {
+                panic!("subscribe {query} answered {s}: {body}");
+            });
+        let first = sse.next().await;
+        assert_eq!(first.event, "__connected", "first event: {first:?}");
+        sse.connected = serde_json::from_str(&first.data).unwrap();
+        sse
+    }
+
+    /// Opens `/events{query}`; on a non-200 answer returns its status and JSON body.
+    pub async fn try_subscribe(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Sse, (u16, Value)> {
+        let mut req = self.http.get(self.url(&format!("/events{query}")));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.unwrap();
+        if res.status() != 200 {
+            let status = res.status().as_u16();
+            return Err((status, res.json().await.unwrap_or(Value::Null)));
+        }
+        Ok(Sse::new(res))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+
+/// An open event stream, parsed by `eventsource-stream`.
+pub struct Sse {
+    inner: EventStream,
+    /// The `__connected` data.
+    pub connected: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Sse {
+    pub fn new(res: reqwest::Response) -> Sse {
+        let headers = res.headers().clone();
+        Sse {
+            inner: Box::pin(
+                res.bytes_stream()
+                    .eventsource()
+                    .map(|r| r.map_err(|e| e.to_string())),
+            ),
+            connected: Value::Null,
+            headers,
+        }
+    }
+
+    /// Wraps events parsed from any byte stream.
+    pub fn from_stream<E: std::fmt::Display + 'static>(
+        events: Pin<Box<dyn Stream<Item = Result<Event, E>> + Send>>,
+    ) -> Sse {
+        Sse {
+            inner: Box::pin(events.map(|r| r.map_err(|e| e.to_string()))),
+            connected: Value::Null,
+            headers: reqwest::header::HeaderMap::new(),
+        }
+    }
+
+    /// The next event; panics after [`WAIT`] or at the end of the stream.
+    pub async fn next(&mut self) -> Event {
+        match tokio::time::timeout(WAIT, self.inner.next()).await {
+            Ok(Some(Ok(event))) => event,
+            Ok(Some(Err(e))) => panic!("stream error: {e}"),
+            Ok(None) => panic!("stream ended"),
+            Err(_) => panic!("no event within {WAIT:?}"),
+        }
+    }
+
+    /// The next event, or `None` when the stream ends or nothing comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        match tokio::time::timeout(wait, self.inner.next()).await {
+            Ok(Some(Ok(event))) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// Asserts that no event arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        if let Ok(Some(item)) = tokio::time::timeout(wait, self.inner.next()).await {
+            panic!("expected nothing, got {item:?}");
+        }
+    }
+
+    /// Waits for the stream to end (returns the events seen before the end).
+    pub async fn until_end(&mut self) -> Vec<Event> {
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(WAIT, self.inner.next()).await {
+                Ok(Some(Ok(event))) => seen.push(event),
+                Ok(Some(Err(_))) | Ok(None) => return seen,
+                Err(_) => panic!("stream did not end within {WAIT:?}; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+/// The JSON data of an event.
+pub fn data(event: &Event) -> Value {
+    serde_json::from_str(&event.data).unwrap_or_else(|e| panic!("{e}: {:?}", event.data))
+}
+
+/// A config with fast heartbeats for tests that do not care about them.
+pub fn config() -> Config {
+    Config::default()
+}
+
+/// Opens `/events` on a socket with a tiny receive buffer through hyper's client, and does not
+/// read the body: a consumer that has stopped reading.
+pub async fn stalled_subscriber(t: &TestHub, query: &str) -> Sse {
+    let addr: std::net::SocketAddr = t.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("/events{query}"))
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = http_body_util::BodyStream::new(res.into_body())
+        .filter_map(|frame| async move { frame.ok().and_then(|f| f.into_data().ok()) })
+        .map(Ok::<_, std::convert::Infallible>);
+    Sse::from_stream(Box::pin(body.eventsource()))
+}

@@ -1,0 +1,191 @@
+//! Replay by Last-Event-ID: nothing lost, nothing twice, gaps announced.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, data, TestHub};
+use serde_json::json;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn reconnect_with_last_event_id_replays_what_was_missed_and_entitled() {
+    let t = TestHub::start(config()).await;
+    let mut sse = t.subscribe("?clientId=me&topics=mine&events=a,b").await;
+    let first = t.publish_ok(json!({"event": "a", "data": 0})).await;
+    assert_eq!(sse.next().await.id, first);
+    drop(sse);
+
+    // While away: two events it is entitled to, three it is not.
+    let missed_1 = t
+        .publish_ok(json!({"event": "a", "data": 1, "clientId": "me"}))
+        .await;
+    t.publish_ok(json!({"event": "a", "data": 2, "clientId": "someone"}))
+        .await;
+    t.publish_ok(json!({"event": "c", "data": 3})).await;
+    t.publish_ok(json!({"event": "b", "data": 4, "topic": "other"}))
+        .await;
+    let missed_2 = t
+        .publish_ok(json!({"event": "b", "data": 5, "topic": "mine"}))
+        .await;
+
+    let mut back = t
+        .subscribe_with(
+            "?clientId=me&topics=mine&events=a,b",
+            &[("Last-Event-ID", &first)],
+        )
+        .await;
+    let e1 = back.next().await;
+    assert_eq!((e1.id.as_str(), e1.data.as_str()), (missed_1.as_str(), "1"));
+    let e2 = back.next().await;
+    assert_eq!((e2.id.as_str(), e2.data.as_str()), (missed_2.as_str(), "5"));
+    back.assert_quiet(QUIET).await;
+    let live = t.publish_ok(json!({"event": "a", "data": 6})).await;
+    assert_eq!(back.next().await.id, live);
+}
+
+#[tokio::test]
+async fn last_event_id_query_parameter_works_and_the_header_wins() {
+    let t = TestHub::start(config()).await;
+    let one = t.publish_ok(json!({"event": "n", "data": 1})).await;
+    let two = t.publish_ok(json!({"event": "n", "data": 2})).await;
+    let three = t.publish_ok(json!({"event": "n", "data": 3})).await;
+
+    let mut by_query = t.subscribe(&format!("?lastEventId={one}")).await;
+    assert_eq!(by_query.next().await.id, two);
+    assert_eq!(by_query.next().await.id, three);
+
+    let mut both = t
+        .subscribe_with(&format!("?lastEventId={one}"), &[("last-event-id", &two)])
+        .await;
+    assert_eq!(both.next().await.id, three);
+    both.assert_quiet(QUIET).await;
+}
+
+#[tokio::test]
+async fn no_duplicates_or_holes_at_the_seam_between_history_and_live() {
+    let t = TestHub::start(config()).await;
+    const TOTAL: usize = 400;
+    let http = t.http.clone();
+    let url = t.url("/publish");
+    let publisher = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..TOTAL {
+            let res: serde_json::Value = http
+                .post(&url)
+                .json(&json!({"event": "tick", "data": i}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids.push(res["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    });
+    // Reconnect several times while the publisher runs, each time from the last id seen.
+    let mut seen: Vec<String> = Vec::new();
+    let mut sse = t.subscribe("?lastEventId=0").await;
+    // lastEventId=0 predates this hub: a gap is announced first, then everything it holds.
+    assert_eq!(sse.next().await.event, "__gap");
+    for round in 0..8 {
+        for _ in 0..(10 + round * 7) {
+            let e = sse.next().await;
+            seen.push(e.id);
+        }
+        drop(sse);
+        let last = seen.last().unwrap().clone();
+        sse = t.subscribe_with("", &[("Last-Event-ID", &last)]).await;
+    }
+    let ids = publisher.await.unwrap();
+    while seen.len() < TOTAL {
+        seen.push(sse.next().await.id);
+    }
+    assert_eq!(seen, ids, "every event exactly once, in order");
+    sse.assert_quiet(QUIET).await;
+}
+
+#[tokio::test]
+async fn gap_is_announced_when_history_was_evicted() {
+    let mut cfg = config();
+    cfg.history_size = 3;
+    let t = TestHub::start(cfg).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(t.publish_ok(json!({"event": "n", "data": i})).await);
+    }
+    let mut sse = t.subscribe_with("", &[("Last-Event-ID", &ids[0])]).await;
+    let gap = sse.next().await;
+    assert_eq!(gap.event, "__gap");
+    assert_eq!(
+        data(&gap),
+        json!({"lastEventId": ids[0], "oldestAvailableId": ids[3]})
+    );
+    for id in &ids[3..] {
+        assert_eq!(&sse.next().await.id, id);
+    }
+    sse.assert_quiet(QUIET).await;
+
+    // Up to date with what the history holds: no gap.
+    let mut fine = t.subscribe_with("", &[("Last-Event-ID", &ids[2])]).await;
+    assert_eq!(fine.next().await.id, ids[3]);
+}
+
+#[tokio::test]
+async fn gap_is_announced_when_events_expired() {
+    let mut cfg = config();
+    cfg.history_ttl = Duration::from_millis(200);
+    let t = TestHub::start(cfg).await;
+    let old = t.publish_ok(json!({"event": "n", "data": 1})).await;
+    t.publish_ok(json!({"event": "n", "data": 2})).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut sse = t.subscribe_with("", &[("Last-Event-ID", &old)]).await;
+    let gap = sse.next().await;
+    assert_eq!(gap.event, "__gap");
+    assert_eq!(data(&gap)["oldestAvailableId"], serde_json::Value::Null);
+    sse.assert_quiet(QUIET).await;
+}
+
+#[tokio::test]
+async fn an_id_from_an_earlier_run_is_a_gap() {
+    let t = TestHub::start(config()).await;
+    t.publish_ok(json!({"event": "n"})).await;
+    for stale in ["1", "99999999999999999"] {
+        let mut sse = t.subscribe(&format!("?lastEventId={stale}")).await;
+        assert_eq!(sse.next().await.event, "__gap", "{stale}");
+    }
+}
+
+#[tokio::test]
+async fn up_to_date_client_gets_no_gap_and_no_replay() {
+    let t = TestHub::start(config()).await;
+    let last = t.publish_ok(json!({"event": "n"})).await;
+    let mut sse = t.subscribe_with("", &[("Last-Event-ID", &last)]).await;
+    sse.assert_quiet(QUIET).await;
+    let next = t.publish_ok(json!({"event": "n"})).await;
+    assert_eq!(sse.next().await.id, next);
+}
+
+#[tokio::test]
+async fn malformed_last_event_id_is_a_400() {
+    let t = TestHub::start(config()).await;
+    for bad in ["abc", "12x", "-5", "1.0", "123456789012345678901234"] {
+        let Err((status, body)) = t.try_subscribe("", &[("Last-Event-ID", bad)]).await else {
+            panic!("{bad} was accepted");
+        };
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], "invalid_last_event_id", "{bad}");
+        let Err((status, body)) = t.try_subscribe(&format!("?lastEventId={bad}"), &[]).await else {
+            panic!("{bad} was accepted");
+        };
+        assert_eq!(status, 400);
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Last-Event-ID"));
+    }
+}

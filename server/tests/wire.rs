@@ -1,0 +1,143 @@
+//! The bytes on the wire: opening frames, headers, heartbeats, compression.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, data, TestHub};
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// Reads raw bytes from a response until `want` bytes arrived or time runs out.
+async fn read_raw(res: reqwest::Response, until: &str) -> String {
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(common::WAIT, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(until) {
+                break;
+            }
+        }
+    })
+    .await;
+    text
+}
+
+#[tokio::test]
+async fn stream_opens_with_retry_and_connected_then_byte_exact_events() {
+    let t = TestHub::start(config()).await;
+    let res = t
+        .http
+        .get(t.url("/events?clientId=alice"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let h = res.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert!(
+        h.get("content-encoding").is_none(),
+        "event streams are never compressed"
+    );
+
+    let publisher = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        t.publish_ok(json!({"event": "notification", "data": {"message": "hi\nthere"}}))
+            .await
+    };
+    let (text, id) = tokio::join!(read_raw(res, "there"), publisher);
+
+    let (opening, rest) = text.split_once("\n\n").unwrap();
+    assert_eq!(opening, "retry: 2000");
+    let (connected, rest) = rest.split_once("\n\n").unwrap();
+    let mut lines = connected.lines();
+    assert_eq!(lines.next(), Some("event: __connected"));
+    let payload: serde_json::Value =
+        serde_json::from_str(lines.next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(payload["clientId"], "alice");
+    assert_eq!(payload["userId"], serde_json::Value::Null);
+    assert_eq!(payload["heartbeatSecs"], 15);
+    assert!(payload["connectionId"].as_str().unwrap().len() >= 16);
+    assert!(payload["serverTime"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        rest,
+        format!("id: {id}\nevent: notification\ndata: {{\"message\":\"hi\\nthere\"}}\n\n")
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_is_a_comment_by_default() {
+    let mut cfg = config();
+    cfg.heartbeat = Duration::from_millis(200);
+    let t = TestHub::start(cfg).await;
+    let res = t.http.get(t.url("/events")).send().await.unwrap();
+    let text = read_raw(res, ": heartbeat\n\n: heartbeat\n\n").await;
+    assert!(
+        text.ends_with(": heartbeat\n\n: heartbeat\n\n"),
+        "got {text:?}"
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_can_be_a_named_event() {
+    let mut cfg = config();
+    cfg.heartbeat = Duration::from_millis(200);
+    cfg.heartbeat_event = true;
+    let t = TestHub::start(cfg).await;
+    let mut sse = t.subscribe("").await;
+    let beat = sse.next().await;
+    assert_eq!(beat.event, "__heartbeat");
+    assert!(data(&beat)["serverTime"].is_string());
+    assert_eq!(beat.id, "", "system events carry no id");
+}
+
+#[tokio::test]
+async fn admin_json_is_compressed_when_asked() {
+    let t = TestHub::start(config()).await;
+    let res = t
+        .http
+        .get(t.url("/stats"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let t = TestHub::start(config()).await;
+    let (status, body) = t.get_json("/healthz", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn router_nests_under_any_path() {
+    let hub = eventwire_server::Hub::new(config());
+    let app = axum::Router::new().nest("/realtime", eventwire_server::router(hub.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let res = http
+        .get(format!("http://{addr}/realtime/events?clientId=n"))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = common::Sse::new(res);
+    assert_eq!(sse.next().await.event, "__connected");
+    let receipt = hub
+        .publish(eventwire_server::Message::new("nested", json!(1)))
+        .await
+        .unwrap();
+    let event = sse.next().await;
+    assert_eq!((event.event.as_str(), event.id), ("nested", receipt.id));
+}
