@@ -69,6 +69,10 @@ pub struct SubscribeRequest {
     pub events: Option<HashSet<String>>,
     /// Replay everything after this id first.
     pub last_event_id: Option<u64>,
+    /// Heartbeats as `__heartbeat` events (`true`) or comments (`false`); the hub's
+    /// [`Config::heartbeat_event`] when `None`. Browser code cannot see comments, so a client
+    /// with a watchdog asks for events.
+    pub heartbeat_event: Option<bool>,
 }
 
 /// Live numbers, as served by `GET /stats`.
@@ -259,6 +263,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let (kill_tx, kill_rx) = oneshot::channel();
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
+        let heartbeat_event = request.heartbeat_event.unwrap_or(config.heartbeat_event);
         let client_id = request.client_id.unwrap_or_else(|| connection_id.clone());
 
         let mut state = self.lock();
@@ -289,6 +294,7 @@ impl Hub {
                     "clientId": conn.client_id,
                     "userId": conn.user_id,
                     "heartbeatSecs": config.heartbeat.as_secs(),
+                    "heartbeatEvent": heartbeat_event,
                     "serverTime": now_rfc3339(),
                 }),
             ),
@@ -323,6 +329,7 @@ impl Hub {
             rx,
             kill_rx,
             self.shared.shutdown.clone(),
+            heartbeat_event,
         ))
     }
 

@@ -129,7 +129,18 @@ async fn events(
         None => None,
     };
 
+    let heartbeat_event = match query.get("heartbeat").map(String::as_str) {
+        None => None,
+        Some("event") => Some(true),
+        Some("comment") => Some(false),
+        Some(other) => {
+            return Err(Error::InvalidQuery(format!(
+                "heartbeat: {other:?} is not `event` or `comment`"
+            )))
+        }
+    };
     let subscription = hub.subscribe(SubscribeRequest {
+        heartbeat_event,
         client_id,
         user_id,
         topics,

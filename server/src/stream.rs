@@ -34,6 +34,7 @@ pub struct Subscription {
     shutdown: CancellationToken,
     heartbeat: Interval,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    heartbeat_event: bool,
     done: bool,
     guard: Guard,
 }
@@ -59,6 +60,7 @@ impl Subscription {
         rx: mpsc::Receiver<Bytes>,
         kill: oneshot::Receiver<Cut>,
         shutdown: CancellationToken,
+        heartbeat_event: bool,
     ) -> Self {
         let config = hub.config();
         let period = config.heartbeat.max(Duration::from_millis(10));
@@ -74,6 +76,7 @@ impl Subscription {
             shutdown,
             heartbeat,
             idle,
+            heartbeat_event,
             done: false,
             guard: Guard { hub, key },
         }
@@ -179,7 +182,7 @@ impl Subscription {
     }
 
     fn heartbeat_frame(&self) -> Bytes {
-        if self.guard.hub.config().heartbeat_event {
+        if self.heartbeat_event {
             encode_system("__heartbeat", &json!({ "serverTime": now_rfc3339() }))
         } else {
             Bytes::from_static(HEARTBEAT_COMMENT)

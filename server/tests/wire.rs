@@ -63,6 +63,7 @@ async fn stream_opens_with_retry_and_connected_then_byte_exact_events() {
     assert_eq!(payload["clientId"], "alice");
     assert_eq!(payload["userId"], serde_json::Value::Null);
     assert_eq!(payload["heartbeatSecs"], 15);
+    assert_eq!(payload["heartbeatEvent"], false);
     assert!(payload["connectionId"].as_str().unwrap().len() >= 16);
     assert!(payload["serverTime"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
@@ -140,4 +141,106 @@ async fn router_nests_under_any_path() {
         .unwrap();
     let event = sse.next().await;
     assert_eq!((event.event.as_str(), event.id), ("nested", receipt.id));
+}
+
+#[tokio::test]
+async fn cors_allows_configured_origins_only() {
+    let mut cfg = config();
+    cfg.cors = eventwire_server::Cors::Origins(vec!["https://app.example".into()]);
+    let t = TestHub::start(cfg).await;
+    let allowed = t
+        .http
+        .get(t.url("/healthz"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let other = t
+        .http
+        .get(t.url("/healthz"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A browser's preflight for a JSON publish with a bearer token.
+    let preflight = t
+        .http
+        .request(reqwest::Method::OPTIONS, t.url("/publish"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    let allow_headers = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allow_headers.contains("authorization") && allow_headers.contains("content-type"));
+}
+
+#[tokio::test]
+async fn dev_cors_mirrors_any_origin_on_event_streams() {
+    let mut cfg = config();
+    cfg.cors = eventwire_server::Cors::Any;
+    let t = TestHub::start(cfg).await;
+    let res = t
+        .http
+        .get(t.url("/events"))
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+}
+
+#[tokio::test]
+async fn no_cors_headers_unless_configured() {
+    let t = TestHub::start(config()).await;
+    let res = t
+        .http
+        .get(t.url("/healthz"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn a_connection_can_ask_for_named_heartbeats() {
+    let mut cfg = config();
+    cfg.heartbeat = Duration::from_millis(200);
+    let t = TestHub::start(cfg).await;
+    let plain = t.subscribe("").await;
+    assert_eq!(plain.connected["heartbeatEvent"], false);
+    let mut named = t.subscribe("?heartbeat=event").await;
+    assert_eq!(named.connected["heartbeatEvent"], true);
+    assert_eq!(named.next().await.event, "__heartbeat");
+    let Err((status, body)) = t.try_subscribe("?heartbeat=loud", &[]).await else {
+        panic!("accepted");
+    };
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
 }
