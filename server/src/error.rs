@@ -69,6 +69,14 @@ pub enum Error {
     /// The hub is shutting down and takes no new streams.
     #[error("the hub is shutting down")]
     ShuttingDown,
+    /// An admin dropped this client and refuses it for a while.
+    #[error("client {client_id:?} was dropped by an admin; retry in {}s", retry_after.as_secs().max(1))]
+    ClientPaused {
+        /// The client id.
+        client_id: String,
+        /// How long until it is accepted again.
+        retry_after: Duration,
+    },
 }
 
 /// How long a client refused by a connection limit should wait before retrying.
@@ -94,7 +102,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ShuttingDown | Error::ClientPaused { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -118,6 +126,7 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::TooManyConnections(_) => "too_many_connections",
             Error::ShuttingDown => "shutting_down",
+            Error::ClientPaused { .. } => "client_paused",
         }
     }
 
@@ -139,11 +148,17 @@ impl IntoResponse for Error {
         let status = self.status();
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, Error::TooManyConnections(_) | Error::ShuttingDown) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER_LIMIT.as_secs()),
-            );
+        let retry_after = match &self {
+            Error::TooManyConnections(_) | Error::ShuttingDown => Some(RETRY_AFTER_LIMIT),
+            Error::ClientPaused { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(after) = retry_after {
+            // Round up: a client told "0" would come straight back.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if matches!(
             self,

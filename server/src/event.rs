@@ -46,6 +46,8 @@ pub enum Target {
         /// The user the connections must belong to.
         user_id: String,
     },
+    /// Admin connections that asked for the hub's monitoring events (`monitor=1`).
+    Monitors,
 }
 
 /// One event to publish: a type name, a JSON payload, a [`Target`] and an optional

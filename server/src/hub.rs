@@ -19,12 +19,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, LocalBroker};
@@ -52,6 +52,8 @@ struct Shared {
     broker: Box<dyn Broker>,
     shutdown: CancellationToken,
     started: Instant,
+    /// Bumped whenever a connection comes or goes, for presence updates.
+    presence: watch::Sender<u64>,
 }
 
 /// What to subscribe a new connection to. Built by the `/events` route; public so that other
@@ -73,6 +75,9 @@ pub struct SubscribeRequest {
     /// [`Config::heartbeat_event`] when `None`. Browser code cannot see comments, so a client
     /// with a watchdog asks for events.
     pub heartbeat_event: Option<bool>,
+    /// Receive the hub's monitoring events ([`Target::Monitors`]). Only for admins: the
+    /// `/events` route checks that.
+    pub monitor: bool,
 }
 
 /// Live numbers, as served by `GET /stats`.
@@ -142,6 +147,8 @@ impl Hub {
             by_client: HashMap::new(),
             by_user: HashMap::new(),
             by_topic: HashMap::new(),
+            monitors: HashSet::new(),
+            paused: HashMap::new(),
         };
         Hub {
             shared: Arc::new(Shared {
@@ -151,6 +158,7 @@ impl Hub {
                 broker: Box::new(broker),
                 shutdown: CancellationToken::new(),
                 started: Instant::now(),
+                presence: watch::channel(0).0,
             }),
         }
     }
@@ -227,9 +235,12 @@ impl Hub {
             state.next_id += 1;
             let frame = encode_event(id, &message.event, &payload);
             let (delivered, dropped) = state.fan_out(&message, &frame, metrics);
-            metrics.published.inc();
-            metrics.delivered.inc_by(delivered as u64);
-            metrics.dropped.inc_by(dropped as u64);
+            // The hub's own monitoring events are not part of the traffic they report on.
+            if message.target != Target::Monitors {
+                metrics.published.inc();
+                metrics.delivered.inc_by(delivered as u64);
+                metrics.dropped.inc_by(dropped as u64);
+            }
             if let Some(key) = &message.key {
                 state.keys.insert(key.clone(), id);
             }
@@ -270,14 +281,25 @@ impl Hub {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        let now = Instant::now();
+        if let Some(until) = state.paused.get(&client_id).copied() {
+            if until > now {
+                return Err(Error::ClientPaused {
+                    client_id,
+                    retry_after: until - now,
+                });
+            }
+            state.paused.remove(&client_id);
+        }
         state.check_limits(config, &client_id, request.user_id.as_deref())?;
-        state.evict(Instant::now(), config);
+        state.evict(now, config);
 
         let mut conn = Conn {
             client_id,
             user_id: request.user_id,
             topics: request.topics,
             events: request.events,
+            monitor: request.monitor,
             tx,
             kill: Some(kill_tx),
             connected_at: SystemTime::now(),
@@ -285,6 +307,24 @@ impl Hub {
         conn.topics.sort();
         conn.topics.dedup();
 
+        let mut replay = Vec::new();
+        let mut gap = None;
+        if let Some(last) = request.last_event_id {
+            if last < state.floor || last >= state.next_id {
+                let oldest = state.history.front().map(|e| e.id.to_string());
+                gap = Some(encode_system(
+                    "__gap",
+                    &json!({"lastEventId": last.to_string(), "oldestAvailableId": oldest}),
+                ));
+            }
+            replay.extend(
+                state
+                    .history
+                    .iter()
+                    .filter(|e| e.id > last && conn.entitled(&e.target, &e.event))
+                    .map(|e| e.frame.clone()),
+            );
+        }
         let mut initial = vec![
             crate::event::encode_retry(config.retry.as_millis() as u64),
             encode_system(
@@ -295,32 +335,20 @@ impl Hub {
                     "userId": conn.user_id,
                     "heartbeatSecs": config.heartbeat.as_secs(),
                     "heartbeatEvent": heartbeat_event,
+                    "replayCount": replay.len(),
                     "serverTime": now_rfc3339(),
                 }),
             ),
         ];
-        if let Some(last) = request.last_event_id {
-            if last < state.floor || last >= state.next_id {
-                let oldest = state.history.front().map(|e| e.id.to_string());
-                initial.push(encode_system(
-                    "__gap",
-                    &json!({"lastEventId": last.to_string(), "oldestAvailableId": oldest}),
-                ));
-            }
-            initial.extend(
-                state
-                    .history
-                    .iter()
-                    .filter(|e| e.id > last && conn.entitled(&e.target, &e.event))
-                    .map(|e| e.frame.clone()),
-            );
-        }
+        initial.extend(gap);
+        initial.extend(replay);
 
         let key = state.next_conn;
         state.next_conn += 1;
         state.insert(key, conn);
         self.update_gauges(&state);
         drop(state);
+        self.shared.presence.send_modify(|v| *v += 1);
 
         Ok(Subscription::new(
             self.clone(),
@@ -415,7 +443,51 @@ impl Hub {
         let mut state = self.lock();
         if state.remove(key).is_some() {
             self.update_gauges(&state);
+            drop(state);
+            self.shared.presence.send_modify(|v| *v += 1);
         }
+    }
+
+    /// Cuts every connection of `client_id` (they get `__error` with reason `dropped`) and
+    /// refuses it new ones for `pause`. Returns how many connections were cut.
+    pub fn drop_client(&self, client_id: &str, pause: Duration) -> usize {
+        let mut state = self.lock();
+        if !pause.is_zero() {
+            state
+                .paused
+                .insert(client_id.to_owned(), Instant::now() + pause);
+        }
+        let keys: Vec<u64> = state
+            .by_client
+            .get(client_id)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        let mut cut = 0;
+        for key in keys {
+            if let Some(mut conn) = state.remove(key) {
+                if let Some(kill) = conn.kill.take() {
+                    let _ = kill.send(Cut::Dropped);
+                }
+                cut += 1;
+            }
+        }
+        self.update_gauges(&state);
+        drop(state);
+        if cut > 0 {
+            self.shared.presence.send_modify(|v| *v += 1);
+            tracing::info!(%client_id, connections = cut, ?pause, "dropped a client on request");
+        }
+        cut
+    }
+
+    /// Changes whenever a connection comes or goes.
+    pub fn presence(&self) -> watch::Receiver<u64> {
+        self.shared.presence.subscribe()
+    }
+
+    /// Completes when [`Hub::shutdown`] is called.
+    pub async fn shutting_down(&self) {
+        self.shared.shutdown.cancelled().await;
     }
 
     fn update_gauges(&self, state: &State) {
@@ -449,6 +521,10 @@ struct State {
     by_client: HashMap<String, HashSet<u64>>,
     by_user: HashMap<String, HashSet<u64>>,
     by_topic: HashMap<String, HashSet<u64>>,
+    /// Connections that receive [`Target::Monitors`] events.
+    monitors: HashSet<u64>,
+    /// Client ids refused until the given time by [`Hub::drop_client`].
+    paused: HashMap<String, Instant>,
 }
 
 #[derive(Debug)]
@@ -467,6 +543,7 @@ struct Conn {
     user_id: Option<String>,
     topics: Vec<String>,
     events: Option<HashSet<String>>,
+    monitor: bool,
     tx: mpsc::Sender<Bytes>,
     kill: Option<oneshot::Sender<Cut>>,
     connected_at: SystemTime,
@@ -486,6 +563,7 @@ impl Conn {
             Target::ClientOfUser { client_id, user_id } => {
                 &self.client_id == client_id && self.user_id.as_ref() == Some(user_id)
             }
+            Target::Monitors => self.monitor,
         };
         reaches && self.wants(event)
     }
@@ -548,6 +626,7 @@ impl State {
             Target::Topic(t) => self.by_topic.get(t),
             Target::Client(c) | Target::ClientOfUser { client_id: c, .. } => self.by_client.get(c),
             Target::User(u) => self.by_user.get(u),
+            Target::Monitors => Some(&self.monitors),
         };
         for key in index.into_iter().flatten() {
             if let Some(conn) = self.conns.get(key) {
@@ -597,6 +676,9 @@ impl State {
         for topic in &conn.topics {
             self.by_topic.entry(topic.clone()).or_default().insert(key);
         }
+        if conn.monitor {
+            self.monitors.insert(key);
+        }
         self.conns.insert(key, conn);
     }
 
@@ -609,6 +691,7 @@ impl State {
         for topic in &conn.topics {
             unindex(&mut self.by_topic, topic, key);
         }
+        self.monitors.remove(&key);
         Some(conn)
     }
 }

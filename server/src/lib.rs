@@ -35,6 +35,7 @@
 //! - [`routes`]: every HTTP endpoint, in [`router`].
 //! - [`auth`]: JWT verification.
 //! - [`broker`]: the seam where multi-instance fan-out plugs in.
+//! - [`monitor`]: presence and stats pushed to admin dashboards over the hub itself.
 //! - [`config`]: every setting, with defaults.
 //! - [`error`]: the one error type and its JSON answer.
 //! - `metrics`: counters in a Prometheus registry.
@@ -49,6 +50,7 @@ pub mod error;
 pub mod event;
 pub mod hub;
 mod metrics;
+pub mod monitor;
 pub mod routes;
 mod stream;
 

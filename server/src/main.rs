@@ -75,6 +75,16 @@ struct Cli {
     /// Seconds to wait for streams to close on shutdown.
     #[arg(long, env = "EVENTWIRE_DRAIN_SECS", default_value_t = 5)]
     drain_secs: u64,
+    /// Seconds between `stats` events to admin connections that subscribe with `monitor=1`
+    /// (0: no monitoring events).
+    #[arg(long, env = "EVENTWIRE_MONITOR_SECS", default_value_t = 2)]
+    monitor_secs: u64,
+    /// Serve the demo pages from this directory: /client, /admin and /demo/*.
+    #[arg(long, env = "EVENTWIRE_DEMO")]
+    demo: Option<PathBuf>,
+    /// Serve the built npm package from this directory at /vendor/eventwire/ (for the demo).
+    #[arg(long, env = "EVENTWIRE_NPM_DIR")]
+    npm_dir: Option<PathBuf>,
 }
 
 impl Cli {
@@ -158,7 +168,10 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(cli.listen);
     let hub = Hub::new(config);
-    let app = router(hub.clone());
+    if cli.monitor_secs > 0 {
+        eventwire_server::monitor::spawn(hub.clone(), Duration::from_secs(cli.monitor_secs));
+    }
+    let app = with_static_files(router(hub.clone()), &cli);
     println!("listening on http://{addr}");
     tracing::info!(%addr, "eventwire hub ready");
     match serve(
@@ -176,6 +189,26 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Adds the demo pages and the npm package, when asked for, in front of the hub's routes.
+fn with_static_files(api: axum::Router, cli: &Cli) -> axum::Router {
+    use tower_http::services::{ServeDir, ServeFile};
+    let mut app = axum::Router::new();
+    if let Some(dir) = &cli.demo {
+        app = app
+            .route_service("/client", ServeFile::new(dir.join("client.html")))
+            .route_service("/admin", ServeFile::new(dir.join("admin.html")))
+            .nest_service("/demo", ServeDir::new(dir))
+            .route(
+                "/",
+                axum::routing::get(|| async { axum::response::Redirect::temporary("/client") }),
+            );
+    }
+    if let Some(dir) = &cli.npm_dir {
+        app = app.nest_service("/vendor/eventwire", ServeDir::new(dir));
+    }
+    app.merge(api)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

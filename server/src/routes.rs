@@ -43,6 +43,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/stats", get(stats))
         .route("/clients", get(clients))
         .route("/metrics", get(metrics))
+        .route("/clients/drop", post(drop_client))
         .layer(CompressionLayer::new());
     let app = Router::new()
         .route("/events", get(events))
@@ -96,6 +97,16 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let identity = authenticate(&hub, &headers, &query)?;
+    let monitor = match query.get("monitor").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") if identity.admin => true,
+        Some("1" | "true") => return Err(Error::Forbidden),
+        Some(other) => {
+            return Err(Error::InvalidQuery(format!(
+                "monitor: {other:?} is not `1` or `0`"
+            )))
+        }
+    };
     let user_id =
         match (hub.config().auth.is_some(), query.get("userId")) {
             (true, Some(_)) => return Err(Error::InvalidQuery(
@@ -141,6 +152,7 @@ async fn events(
     };
     let subscription = hub.subscribe(SubscribeRequest {
         heartbeat_event,
+        monitor,
         client_id,
         user_id,
         topics,
@@ -289,6 +301,40 @@ async fn clients(
 ) -> Result<Response, Error> {
     require_admin(&hub, &headers, &query)?;
     Ok(Json(json!({ "clients": hub.clients() })).into_response())
+}
+
+/// The body of `POST /clients/drop`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DropBody {
+    client_id: String,
+    #[serde(default)]
+    for_secs: u64,
+}
+
+/// Longest pause `POST /clients/drop` accepts.
+const MAX_DROP_SECS: u64 = 300;
+
+async fn drop_client(
+    State(hub): State<Hub>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    require_admin(&hub, &headers, &query)?;
+    let body: DropBody = serde_json::from_value(json_body(&hub, &headers, body).await?)
+        .map_err(|e| Error::MalformedJson(e.to_string()))?;
+    validate_name("clientId", &body.client_id).map_err(Error::InvalidTarget)?;
+    if body.for_secs > MAX_DROP_SECS {
+        return Err(Error::InvalidQuery(format!(
+            "forSecs: at most {MAX_DROP_SECS}"
+        )));
+    }
+    let dropped = hub.drop_client(
+        &body.client_id,
+        std::time::Duration::from_secs(body.for_secs),
+    );
+    Ok(Json(json!({"ok": true, "dropped": dropped})).into_response())
 }
 
 async fn metrics(

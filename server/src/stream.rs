@@ -23,6 +23,7 @@ const MAX_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
     SlowConsumer,
+    Dropped,
 }
 
 /// A registered connection's stream. Dropping it unregisters the connection.
@@ -107,6 +108,10 @@ impl Subscription {
                     Ok(Cut::SlowConsumer) => Some(self.error_frame(
                         "slow_consumer",
                         "this connection fell behind and was cut; reconnect with Last-Event-ID to replay what it missed",
+                    )),
+                    Ok(Cut::Dropped) => Some(self.error_frame(
+                        "dropped",
+                        "an admin dropped this client; reconnect with Last-Event-ID to replay what it missed",
                     )),
                     Err(_) => None,
                 }

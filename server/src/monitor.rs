@@ -1,0 +1,102 @@
+//! Live monitoring pushed over the hub itself: admin connections that subscribe with
+//! `monitor=1` receive `clients` events whenever a connection comes or goes, and `stats`
+//! events (the `/stats` numbers, rates, and the process's CPU and memory) at a fixed interval.
+//! This is what a dashboard shows without polling.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use eventwire_server::{monitor, Config, Hub};
+//! # #[tokio::main] async fn main() {
+//! let hub = Hub::new(Config::default());
+//! let task = monitor::spawn(hub.clone(), Duration::from_secs(2));
+//! # drop(task);
+//! # }
+//! ```
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::task::JoinHandle;
+
+use crate::event::{Message, Target};
+use crate::hub::Hub;
+
+/// How long presence changes are gathered before one `clients` event goes out.
+const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Starts publishing monitoring events every `interval` (and on presence changes) until the
+/// hub shuts down.
+pub fn spawn(hub: Hub, interval: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut presence = hub.presence();
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut process = ProcessSampler::new();
+        let mut last = (Instant::now(), hub.stats());
+        loop {
+            tokio::select! {
+                () = hub.shutting_down() => return,
+                changed = presence.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(PRESENCE_DEBOUNCE).await;
+                    presence.borrow_and_update();
+                    let clients = hub.clients();
+                    publish(&hub, "clients", json!({ "clients": clients }));
+                }
+                _ = ticker.tick() => {
+                    let now = (Instant::now(), hub.stats());
+                    let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
+                    let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+                    let (cpu, memory) = process.sample();
+                    let mut data = serde_json::to_value(&now.1).unwrap_or_default();
+                    if let Some(map) = data.as_object_mut() {
+                        map.insert("eventsPerSecond".into(), json!(rate(now.1.events_published, last.1.events_published)));
+                        map.insert("deliveriesPerSecond".into(), json!(rate(now.1.events_delivered, last.1.events_delivered)));
+                        map.insert("cpuPercent".into(), json!(cpu));
+                        map.insert("memoryBytes".into(), json!(memory));
+                    }
+                    publish(&hub, "stats", data);
+                    last = now;
+                }
+            }
+        }
+    })
+}
+
+fn publish(hub: &Hub, event: &str, data: serde_json::Value) {
+    // Local delivery on purpose: each instance reports on itself.
+    hub.deliver_local(vec![Message::new(event, data).to(Target::Monitors)]);
+}
+
+/// CPU (percent of one core) and resident memory of this process.
+struct ProcessSampler {
+    system: System,
+    pid: Option<Pid>,
+}
+
+impl ProcessSampler {
+    fn new() -> Self {
+        ProcessSampler {
+            system: System::new(),
+            pid: sysinfo::get_current_pid().ok(),
+        }
+    }
+
+    fn sample(&mut self) -> (Option<f32>, Option<u64>) {
+        let Some(pid) = self.pid else {
+            return (None, None);
+        };
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_cpu().with_memory(),
+        );
+        match self.system.process(pid) {
+            Some(p) => (Some(p.cpu_usage()), Some(p.memory())),
+            None => (None, None),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! What dashboards rely on: monitoring pushed to admins, dropping a client, replay counts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, data, TestHub};
+use eventwire_server::{monitor, Auth};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+
+#[tokio::test]
+async fn monitors_get_presence_and_stats_events_and_nobody_else_does() {
+    let t = TestHub::start(config()).await;
+    monitor::spawn(t.hub.clone(), Duration::from_millis(200));
+    let mut dashboard = t.subscribe("?clientId=dash&monitor=1").await;
+    let mut plain = t.subscribe("?clientId=plain").await;
+
+    let _alice = t.subscribe("?clientId=alice&topics=news").await;
+    // Presence: a `clients` event listing alice arrives without polling.
+    let mut saw_alice = false;
+    let mut saw_stats = false;
+    for _ in 0..20 {
+        let e = dashboard.next().await;
+        match e.event.as_str() {
+            "clients" => {
+                let clients = data(&e)["clients"].as_array().unwrap().clone();
+                if clients
+                    .iter()
+                    .any(|c| c["clientId"] == "alice" && c["topics"] == json!(["news"]))
+                {
+                    saw_alice = true;
+                }
+            }
+            "stats" => {
+                let stats = data(&e);
+                assert!(stats["activeConnections"].as_u64().unwrap() >= 2);
+                assert!(stats["eventsPerSecond"].is_number());
+                assert!(stats["deliveriesPerSecond"].is_number());
+                assert!(
+                    stats["memoryBytes"].as_u64().unwrap() > 1_000_000,
+                    "{stats}"
+                );
+                assert!(stats["cpuPercent"].is_number());
+                saw_stats = true;
+            }
+            other => panic!("unexpected {other}"),
+        }
+        if saw_alice && saw_stats {
+            break;
+        }
+    }
+    assert!(saw_alice && saw_stats);
+    plain.assert_quiet(Duration::from_millis(300)).await;
+
+    // Monitoring traffic is not counted as published traffic.
+    let (_, stats) = t.get_json("/stats", None).await;
+    assert_eq!(stats["eventsPublished"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn monitor_needs_the_admin_role() {
+    let secret = b"monitor test secret";
+    let mut cfg = config();
+    cfg.auth = Some(Auth::hs256(secret));
+    let t = TestHub::start(cfg).await;
+    let key = EncodingKey::from_secret(secret);
+    let user = encode(&Header::default(), &json!({"sub": "u"}), &key).unwrap();
+    let admin = encode(
+        &Header::default(),
+        &json!({"sub": "a", "role": "admin"}),
+        &key,
+    )
+    .unwrap();
+    let Err((status, body)) = t
+        .try_subscribe(&format!("?monitor=1&token={user}"), &[])
+        .await
+    else {
+        panic!("a plain user got the monitor stream");
+    };
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    t.subscribe(&format!("?monitor=1&token={admin}")).await;
+}
+
+#[tokio::test]
+async fn dropping_a_client_cuts_it_pauses_it_and_it_replays_on_return() {
+    let t = TestHub::start(config()).await;
+    let mut tab1 = t.subscribe("?clientId=victim").await;
+    let mut tab2 = t.subscribe("?clientId=victim").await;
+    let mut other = t.subscribe("?clientId=other").await;
+    let before = t.publish_ok(json!({"event": "n", "data": 0})).await;
+    assert_eq!(tab1.next().await.id, before);
+    assert_eq!(tab2.next().await.id, before);
+    assert_eq!(other.next().await.id, before);
+
+    let (status, answer) = t
+        .post_json(
+            "/clients/drop",
+            &json!({"clientId": "victim", "forSecs": 1}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["dropped"], 2);
+    for tab in [&mut tab1, &mut tab2] {
+        let rest = tab.until_end().await;
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        assert_eq!(data(&rest[0])["reason"], "dropped");
+    }
+    // Paused: refused with a Retry-After, while others carry on.
+    let res = t
+        .http
+        .get(t.url("/events?clientId=victim"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "client_paused");
+    let missed: Vec<String> = [
+        t.publish_ok(json!({"event": "n", "data": 1, "clientId": "victim"}))
+            .await,
+        t.publish_ok(json!({"event": "n", "data": 2})).await,
+    ]
+    .into();
+    assert_eq!(other.next().await.id, missed[1]);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut back = t
+        .subscribe_with("?clientId=victim", &[("Last-Event-ID", &before)])
+        .await;
+    assert_eq!(back.connected["replayCount"], 2);
+    assert_eq!(back.next().await.id, missed[0]);
+    assert_eq!(back.next().await.id, missed[1]);
+}
+
+#[tokio::test]
+async fn drop_rejects_bad_bodies() {
+    let t = TestHub::start(config()).await;
+    for (body, code) in [
+        (json!({"clientId": "x", "forSecs": 9999}), "invalid_query"),
+        (json!({"clientId": ""}), "invalid_target"),
+        (json!({"client": "x"}), "malformed_json"),
+    ] {
+        let (status, answer) = t.post_json("/clients/drop", &body, None).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, answer) = t
+        .post_json("/clients/drop", &json!({"clientId": "nobody"}), None)
+        .await;
+    assert_eq!((status, answer["dropped"].as_u64()), (200, Some(0)));
+}
+
+#[tokio::test]
+async fn connected_says_how_many_events_replay() {
+    let t = TestHub::start(config()).await;
+    let first = t.publish_ok(json!({"event": "n"})).await;
+    let fresh = t.subscribe("").await;
+    assert_eq!(fresh.connected["replayCount"], 0);
+    t.publish_ok(json!({"event": "n"})).await;
+    t.publish_ok(json!({"event": "n"})).await;
+    let back = t.subscribe_with("", &[("Last-Event-ID", &first)]).await;
+    assert_eq!(back.connected["replayCount"], 2);
+}
