@@ -265,6 +265,18 @@ pub(crate) fn encode_system(event: &str, data: &Value) -> Bytes {
     buf.freeze()
 }
 
+/// Encodes a system event with an `id:` line: used only for `__connected` on a connection that
+/// came without a Last-Event-ID, to hand it the newest id as its starting point.
+pub(crate) fn encode_system_with_id(id: u64, event: &str, data: &Value) -> Bytes {
+    let data = data.to_string();
+    let mut buf = BytesMut::with_capacity(data.len() + event.len() + 40);
+    buf.put_slice(b"id: ");
+    buf.put_slice(id.to_string().as_bytes());
+    buf.put_slice(b"\n");
+    put_event_and_data(&mut buf, event, &data);
+    buf.freeze()
+}
+
 /// Encodes a `retry:` hint.
 pub(crate) fn encode_retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))

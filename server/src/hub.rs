@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::{encode_event, encode_system, Event, Message, Receipt, Target};
+use crate::event::{
+    encode_event, encode_system, encode_system_with_id, Event, Message, Receipt, Target,
+};
 use crate::metrics::Metrics;
 use crate::stream::{Cut, Subscription};
 
@@ -325,20 +327,26 @@ impl Hub {
                     .map(|e| e.frame.clone()),
             );
         }
+        let connected = json!({
+            "connectionId": connection_id,
+            "clientId": conn.client_id,
+            "userId": conn.user_id,
+            "heartbeatSecs": config.heartbeat.as_secs(),
+            "heartbeatEvent": heartbeat_event,
+            "replayCount": replay.len(),
+            "serverTime": now_rfc3339(),
+        });
+        let connected = match request.last_event_id {
+            // A fresh connection is up to date as of the newest id: handing it that id means
+            // a reconnect (by the browser or the SDK) replays whatever it misses from here on,
+            // even if it received no event before the connection dropped.
+            None => encode_system_with_id(state.next_id - 1, "__connected", &connected),
+            // A resuming connection keeps its own id until the replay has moved it forward.
+            Some(_) => encode_system("__connected", &connected),
+        };
         let mut initial = vec![
             crate::event::encode_retry(config.retry.as_millis() as u64),
-            encode_system(
-                "__connected",
-                &json!({
-                    "connectionId": connection_id,
-                    "clientId": conn.client_id,
-                    "userId": conn.user_id,
-                    "heartbeatSecs": config.heartbeat.as_secs(),
-                    "heartbeatEvent": heartbeat_event,
-                    "replayCount": replay.len(),
-                    "serverTime": now_rfc3339(),
-                }),
-            ),
+            connected,
         ];
         initial.extend(gap);
         initial.extend(replay);

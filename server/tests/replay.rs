@@ -189,3 +189,34 @@ async fn malformed_last_event_id_is_a_400() {
             .contains("Last-Event-ID"));
     }
 }
+
+#[tokio::test]
+async fn a_fresh_connection_gets_a_starting_id_so_its_first_reconnect_replays() {
+    let t = TestHub::start(config()).await;
+    let newest = t.publish_ok(json!({"event": "before"})).await;
+    let fresh = t.subscribe("?clientId=new").await;
+    assert_eq!(
+        fresh.connected_id, newest,
+        "__connected carries the newest id"
+    );
+    drop(fresh);
+    // It never received an event, yet what is published while it is away is not lost.
+    let missed = t
+        .publish_ok(json!({"event": "while_away", "clientId": "new"}))
+        .await;
+    let mut back = t
+        .subscribe_with("?clientId=new", &[("Last-Event-ID", &newest)])
+        .await;
+    assert_eq!(back.connected["replayCount"], 1);
+    assert_eq!(back.next().await.id, missed);
+}
+
+#[tokio::test]
+async fn a_resuming_connection_keeps_its_own_id_until_the_replay_moves_it() {
+    let t = TestHub::start(config()).await;
+    let first = t.publish_ok(json!({"event": "n"})).await;
+    t.publish_ok(json!({"event": "n"})).await;
+    let back = t.subscribe_with("", &[("Last-Event-ID", &first)]).await;
+    // No `id:` on this `__connected`: the parser still holds the id the client sent.
+    assert_eq!(back.connected_id, "");
+}

@@ -57,6 +57,15 @@ async fn stream_opens_with_retry_and_connected_then_byte_exact_events() {
     assert_eq!(opening, "retry: 2000");
     let (connected, rest) = rest.split_once("\n\n").unwrap();
     let mut lines = connected.lines();
+    // A fresh connection gets the newest id as its starting point: nothing published yet
+    // here, so an id just below the first one.
+    let start: u64 = lines
+        .next()
+        .unwrap()
+        .strip_prefix("id: ")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(lines.next(), Some("event: __connected"));
     let payload: serde_json::Value =
         serde_json::from_str(lines.next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
@@ -70,6 +79,7 @@ async fn stream_opens_with_retry_and_connected_then_byte_exact_events() {
         rest,
         format!("id: {id}\nevent: notification\ndata: {{\"message\":\"hi\\nthere\"}}\n\n")
     );
+    assert_eq!(id.parse::<u64>().unwrap(), start + 1);
 }
 
 #[tokio::test]
@@ -95,7 +105,10 @@ async fn heartbeat_can_be_a_named_event() {
     let beat = sse.next().await;
     assert_eq!(beat.event, "__heartbeat");
     assert!(data(&beat)["serverTime"].is_string());
-    assert_eq!(beat.id, "", "system events carry no id");
+    assert_eq!(
+        beat.id, sse.connected_id,
+        "a heartbeat does not move the id"
+    );
 }
 
 #[tokio::test]

@@ -111,6 +111,7 @@ impl TestHub {
         let first = sse.next().await;
         assert_eq!(first.event, "__connected", "first event: {first:?}");
         sse.connected = serde_json::from_str(&first.data).unwrap();
+        sse.connected_id = first.id;
         sse
     }
 
@@ -140,6 +141,8 @@ pub struct Sse {
     inner: EventStream,
     /// The `__connected` data.
     pub connected: Value,
+    /// The id the stream had after `__connected`: the hub's newest id for a fresh connection.
+    pub connected_id: String,
     pub headers: reqwest::header::HeaderMap,
 }
 
@@ -153,6 +156,7 @@ impl Sse {
                     .map(|r| r.map_err(|e| e.to_string())),
             ),
             connected: Value::Null,
+            connected_id: String::new(),
             headers,
         }
     }
@@ -164,6 +168,7 @@ impl Sse {
         Sse {
             inner: Box::pin(events.map(|r| r.map_err(|e| e.to_string()))),
             connected: Value::Null,
+            connected_id: String::new(),
             headers: reqwest::header::HeaderMap::new(),
         }
     }
