@@ -1,0 +1,153 @@
+/**
+ * Public types of the eventwire client. The wire contract they describe is the hub's
+ * `docs/PROTOCOL.md`.
+ *
+ * @packageDocumentation
+ */
+
+/** `0` connecting (or waiting to reconnect), `1` open, `2` closed, as in `EventSource`. */
+export type ReadyState = 0 | 1 | 2;
+
+/** Reconnect schedule used once the browser gives up on a connection (readyState CLOSED). */
+export interface BackoffOptions {
+  /** First delay. Default 2000. */
+  initialDelayMs?: number;
+  /** Each delay is the previous one times this (at least 1). Default 2. */
+  factor?: number;
+  /** Upper bound for a delay. Default 30000. */
+  maxDelayMs?: number;
+  /** Attempts before giving up with a `retries_exhausted` error. Default 5; `Infinity` never gives up. */
+  maxAttempts?: number;
+  /** Random spread, 0 to 1: a delay `d` becomes a value in `[d × (1 − jitter), d]`. Default 0.5. */
+  jitter?: number;
+}
+
+/** Options of {@link createClient}. All are optional; unknown keys throw. */
+export interface ClientOptions {
+  /** An id your app chooses; a message to this client reaches all its tabs. */
+  clientId?: string;
+  /** Topics to join. */
+  topics?: string[];
+  /** Event types to receive (filtered by the hub). System events always arrive. */
+  events?: string[];
+  /** A JWT, sent as the `token` query parameter. */
+  token?: string;
+  /** Called before every connect and reconnect, so short-lived tokens refresh. */
+  getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** Start after this event id (the hub replays what came after it). */
+  lastEventId?: string;
+  /** Passed to `EventSource` (cookies on cross-origin hubs). Default false. */
+  withCredentials?: boolean;
+  /** Connect as soon as the client is created. Default true. */
+  autoConnect?: boolean;
+  /** When false nothing connects; listeners are kept. Default true. */
+  enabled?: boolean;
+  /** Reconnect schedule. */
+  backoff?: BackoffOptions;
+  /** Treat the connection as dead after this long without any event or heartbeat. Default 2.5 × the hub's heartbeat; 0 turns the watchdog off. */
+  heartbeatTimeoutMs?: number;
+}
+
+/** What a listener of an application event receives. */
+export interface EventwireEvent<T = unknown> {
+  /** The event type. */
+  type: string;
+  /** The payload decoded as JSON, or the raw string when it is not JSON. */
+  data: T;
+  /** The payload as sent. */
+  raw: string;
+  /** The hub's event id (opaque), or null for events without one. */
+  id: string | null;
+}
+
+/** `error` lifecycle event kinds. */
+export type ClientErrorKind = "connection" | "decode" | "retries_exhausted" | "server";
+
+/** Lifecycle events and what their listeners receive. */
+export interface LifecycleEvents {
+  /** The stream opened. */
+  open: { type: "open" };
+  /** `readyState` changed. */
+  statechange: { type: "statechange"; readyState: ReadyState };
+  /** A reconnect is scheduled. */
+  reconnecting: { type: "reconnecting"; attempt: number; delayMs: number };
+  /** The hub's history did not reach back far enough: events were lost; refetch your state. */
+  gap: EventwireEvent<{ lastEventId: string; oldestAvailableId: string | null }> & { type: "gap" };
+  /** Something went wrong. */
+  error: { type: "error"; kind: ClientErrorKind; message: string };
+}
+
+/** The hub's system events, delivered to listeners that ask for them by name. */
+export interface SystemEvents {
+  __connected: EventwireEvent<{
+    connectionId: string;
+    clientId: string;
+    userId: string | null;
+    heartbeatSecs: number;
+    heartbeatEvent: boolean;
+    serverTime: string;
+  }>;
+  __heartbeat: EventwireEvent<{ serverTime: string }>;
+  __shutdown: EventwireEvent<{ retryMs: number }>;
+  __error: EventwireEvent<{ reason: string; message: string; retryMs: number }>;
+}
+
+/** Maps application event types to their payload types, e.g. `{ notification: { message: string } }`. */
+export type EventMap = Record<string, unknown>;
+
+/** Everything a listener of `K` receives, for a client typed with map `M`. */
+export type ListenerEvent<M extends EventMap, K extends string> = K extends keyof LifecycleEvents
+  ? LifecycleEvents[K]
+  : K extends keyof SystemEvents
+    ? SystemEvents[K]
+    : K extends keyof M
+      ? EventwireEvent<M[K]>
+      : EventwireEvent<unknown>;
+
+/** Event types a client typed with `M` can listen to. */
+export type EventType<M extends EventMap> =
+  | (keyof M & string)
+  | keyof LifecycleEvents
+  | keyof SystemEvents
+  | (string & {});
+
+/** A listener for event type `K`. */
+export type Listener<M extends EventMap, K extends string> = (event: ListenerEvent<M, K>) => void;
+
+/**
+ * A reconnecting, replaying `EventSource` for an eventwire hub. Created by {@link createClient}.
+ *
+ * @typeParam M - payload types of the application events, for typed listeners.
+ */
+export interface EventwireClient<M extends EventMap = EventMap> {
+  /** `0` connecting (or waiting to reconnect), `1` open, `2` closed. */
+  readonly readyState: ReadyState;
+  /** The hub URL, resolved against the page. */
+  readonly url: string;
+  /** Failed attempts since the last healthy connection. */
+  readonly reconnectAttempts: number;
+  /** The id of the last event received (or the `lastEventId` option). */
+  readonly lastEventId: string | undefined;
+  /** Adds a listener; adding the same function twice for a type has no effect. */
+  addEventListener<K extends EventType<M>>(type: K, listener: Listener<M, K>): void;
+  /** Removes a listener added with `addEventListener`. */
+  removeEventListener<K extends EventType<M>>(type: K, listener: Listener<M, K>): void;
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends EventType<M>>(type: K, listener: Listener<M, K>): () => void;
+  /** Adds a listener for the next event of that type only; returns a function that removes it. */
+  once<K extends EventType<M>>(type: K, listener: Listener<M, K>): () => void;
+  /** Connects (after `autoConnect: false`, or after retries were exhausted). */
+  connect(): void;
+  /** Reconnects now and resets the backoff. */
+  reconnect(): void;
+  /** Ends everything: closes the stream, clears every timer, removes every listener. No callback runs after it. */
+  close(): void;
+}
+
+/** What went wrong, in {@link EventwireError.type}. */
+export type EventwireErrorType =
+  | "invalid_option"
+  | "unknown_option"
+  | "invalid_url"
+  | "unsupported_environment"
+  | "browser";

@@ -1,0 +1,220 @@
+// End-to-end: the demo pages as a person uses them, in headless Chromium against the real hub
+// binary serving them (the same flags as scripts/demo.sh). Screenshots go to tests/artifacts/.
+//
+//   EVENTWIRE_HUB_BIN=target/debug/eventwire node --test tests/e2e/demo.test.mjs
+//
+// Needs npm/ built (scripts/build-npm.sh). playwright-core comes from .tools/npm.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const require = createRequire(path.join(ROOT, ".tools/npm/"));
+const { chromium } = require("playwright-core");
+
+const HUB_BIN = process.env.EVENTWIRE_HUB_BIN ?? path.join(ROOT, "target/debug/eventwire");
+const ARTIFACTS = path.join(ROOT, "tests/artifacts");
+const WAIT_MS = 15_000;
+
+let port;
+let base;
+let hub;
+let browser;
+const pages = []; // every page opened, for the console check
+
+/** A free port, so the hub can be restarted on the same address. */
+function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function startHub() {
+  const proc = spawn(
+    HUB_BIN,
+    ["--dev", "--listen", `127.0.0.1:${port}`, "--demo", path.join(ROOT, "demo"),
+      "--npm-dir", path.join(ROOT, "npm"), "--monitor-secs", "1", "--retry-ms", "1000"],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  proc.stderr.resume();
+  await new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`hub did not start: ${out}`)), WAIT_MS);
+    proc.stdout.on("data", (chunk) => {
+      out += chunk;
+      if (out.includes("listening on")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`hub exited with ${code}: ${out}`)));
+  });
+  return proc;
+}
+
+async function stopHub() {
+  const exited = new Promise((resolve) => hub.once("exit", resolve));
+  hub.kill("SIGTERM");
+  await exited;
+}
+
+async function open(urlPath) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
+  const page = await context.newPage();
+  const record = { page, context, console: [], pageErrors: [] };
+  page.on("console", (msg) => msg.type() === "error" && record.console.push(msg.text()));
+  page.on("pageerror", (err) => record.pageErrors.push(String(err)));
+  pages.push(record);
+  await page.goto(`${base}${urlPath}`);
+  return record;
+}
+
+async function waitState(page, state) {
+  await page.waitForFunction(
+    (want) => document.getElementById("status")?.dataset.state === want,
+    state,
+    { timeout: WAIT_MS },
+  );
+}
+
+async function publish(body) {
+  const res = await fetch(`${base}/publish`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  return JSON.parse(text);
+}
+
+async function feed(page) {
+  return page.locator("#feed li span").allTextContents();
+}
+
+/** Console errors that are not the expected refusals while the hub is down or a client is paused. */
+function unexpectedConsoleErrors(record) {
+  return record.console.filter(
+    (text) => !/Failed to load resource|net::ERR_CONNECTION_REFUSED|EventSource|503/.test(text),
+  );
+}
+
+before(async () => {
+  port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  hub = await startHub();
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--disable-sync", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (hub && hub.exitCode === null) await stopHub();
+});
+
+test("the admin sends to one client and the client shows it within a second", async () => {
+  const alice = await open("/client?name=alice");
+  await waitState(alice.page, "open");
+  const admin = await open("/admin");
+  await waitState(admin.page, "open");
+  // Presence arrives by event: alice is listed without any polling.
+  await admin.page.locator('#clients tr[data-client-id="alice"]').waitFor({ timeout: WAIT_MS });
+
+  await admin.page.selectOption("#target", "clientId");
+  await admin.page.fill("#target-value", "alice");
+  await admin.page.fill("#message", "Your build finished");
+  const sent = Date.now();
+  await admin.page.click("#send");
+  await alice.page.locator("#feed li span", { hasText: "Your build finished" }).waitFor({ timeout: 1000 });
+  const took = Date.now() - sent;
+  assert.ok(took < 1000, `shown after ${took} ms`);
+  await admin.page.locator("#send-result", { hasText: "Delivered to 1 connection" }).waitFor({ timeout: WAIT_MS });
+
+  // The demo job drives alice's progress bar to 100 %.
+  await admin.page.fill("#job-client", "alice");
+  await admin.page.click("#start-job");
+  await alice.page.waitForFunction(() => document.getElementById("percent").textContent === "50%", null, { timeout: WAIT_MS });
+  await alice.page.screenshot({ path: path.join(ARTIFACTS, "client.png") });
+  await alice.page.waitForFunction(() => document.getElementById("percent").textContent === "100%", null, { timeout: WAIT_MS });
+
+  // Live stats reached the dashboard.
+  await admin.page.waitForFunction(() => document.getElementById("s-mem").textContent.endsWith("MB"), null, { timeout: WAIT_MS });
+  assert.match(await admin.page.locator("#s-connections").textContent(), /^\d+$/);
+  await admin.page.screenshot({ path: path.join(ARTIFACTS, "admin.png"), fullPage: true });
+
+  for (const record of [alice, admin]) {
+    assert.deepEqual(record.pageErrors, []);
+    assert.deepEqual(record.console, [], "no console errors");
+  }
+});
+
+test("a broadcast reaches two clients", async () => {
+  const bob = await open("/client?name=bob");
+  const carol = await open("/client?name=carol");
+  await waitState(bob.page, "open");
+  await waitState(carol.page, "open");
+  const admin = await open("/admin");
+  await waitState(admin.page, "open");
+  await admin.page.locator('#clients tr[data-client-id="carol"]').waitFor({ timeout: WAIT_MS });
+  await admin.page.selectOption("#target", "all");
+  await admin.page.fill("#message", "Maintenance at noon");
+  await admin.page.click("#send");
+  for (const record of [bob, carol]) {
+    await record.page.locator("#feed li span", { hasText: "Maintenance at noon" }).waitFor({ timeout: WAIT_MS });
+    assert.deepEqual(record.pageErrors, []);
+    assert.deepEqual(record.console, []);
+  }
+});
+
+test("dropping the connection shows the backoff, then replays what was published meanwhile", async () => {
+  const dave = await open("/client?name=dave");
+  await waitState(dave.page, "open");
+  await dave.page.click("#drop");
+  await waitState(dave.page, "reconnecting");
+  assert.match(await dave.page.locator("#status").textContent(), /reconnecting in [\d.]+ s \(attempt \d+ of 10\)/);
+  for (const message of ["one", "two", "three"]) {
+    await publish({ event: "notification", data: { message }, clientId: "dave" });
+  }
+  await waitState(dave.page, "open");
+  await dave.page.locator("#replay", { hasText: "3 events came back from replay." }).waitFor({ timeout: WAIT_MS });
+  assert.deepEqual(await feed(dave.page), ["three", "two", "one"], "each exactly once, newest first");
+  assert.deepEqual(dave.pageErrors, []);
+  assert.deepEqual(unexpectedConsoleErrors(dave), []);
+});
+
+test("after a hub restart the client comes back on its own", async () => {
+  const erin = await open("/client?name=erin");
+  await waitState(erin.page, "open");
+  await stopHub();
+  await erin.page.waitForFunction(
+    () => document.getElementById("status").dataset.state !== "open",
+    null,
+    { timeout: WAIT_MS },
+  );
+  hub = await startHub();
+  await waitState(erin.page, "open");
+  await publish({ event: "notification", data: { message: "back again" }, clientId: "erin" });
+  await erin.page.locator("#feed li span", { hasText: "back again" }).waitFor({ timeout: WAIT_MS });
+  assert.deepEqual(erin.pageErrors, []);
+  assert.deepEqual(unexpectedConsoleErrors(erin), []);
+});
+
+test("no page logged a script error or an unexpected console error", () => {
+  assert.ok(pages.length >= 6);
+  for (const record of pages) {
+    assert.deepEqual(record.pageErrors, [], record.page.url());
+    assert.deepEqual(unexpectedConsoleErrors(record), [], record.page.url());
+  }
+});

@@ -1,0 +1,338 @@
+// The npm package as its users get it: `npm pack`, installed into a fresh Vite + React app and
+// into a plain no-bundler page, type-checked, built, and driven in headless Chromium against
+// the real hub.
+//
+//   EVENTWIRE_HUB_BIN=target/debug/eventwire node --test tests/npm/npm.test.mjs
+//
+// playwright-core comes from .tools/npm (scripts/install-tools.sh); the browser is Debian's.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import zlib from "node:zlib";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const require = createRequire(path.join(ROOT, ".tools/npm/"));
+const { chromium } = require("playwright-core");
+
+const HUB_BIN = process.env.EVENTWIRE_HUB_BIN ?? path.join(ROOT, "target/debug/eventwire");
+const WORK = fs.mkdtempSync(path.join(os.tmpdir(), "eventwire-npm-"));
+const APP = path.join(WORK, "app");
+const WAIT_MS = 10_000;
+
+let hub; // { url, proc }
+let server; // static server for the built app and the plain page
+let serverUrl;
+let browser;
+let tarball;
+
+function run(cmd, args, cwd) {
+  const result = spawnSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  if (result.status !== 0) {
+    throw new Error(`${cmd} ${args.join(" ")} failed (${result.status}):\n${result.stdout}\n${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+async function startHub() {
+  const proc = spawn(HUB_BIN, ["--dev", "--listen", "127.0.0.1:0", "--heartbeat-secs", "2"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  proc.stderr.resume();
+  const url = await new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`hub did not start: ${out}`)), WAIT_MS);
+    proc.stdout.on("data", (chunk) => {
+      out += chunk;
+      const match = /listening on (http:\/\/\S+)/.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`hub exited with ${code}: ${out}`)));
+  });
+  return { url, proc };
+}
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css" };
+
+/** Serves `/app/*` and `/dev/*` from the Vite builds and everything else from the app directory. */
+function startStatic() {
+  return new Promise((resolve) => {
+    const srv = http.createServer((req, res) => {
+      const { pathname } = new URL(req.url, "http://x");
+      const file = pathname.startsWith("/app/")
+        ? path.join(APP, "dist", pathname.slice("/app/".length))
+        : pathname.startsWith("/dev/")
+          ? path.join(APP, "dist-dev", pathname.slice("/dev/".length))
+          : path.join(APP, pathname);
+      if (!file.startsWith(APP) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+        res.writeHead(404).end("not found");
+        return;
+      }
+      res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+      fs.createReadStream(file).pipe(res);
+    });
+    srv.listen(0, "127.0.0.1", () => resolve(srv));
+  });
+}
+
+async function publish(body) {
+  const res = await fetch(`${hub.url}/publish`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(answer));
+  return answer;
+}
+
+async function connectionsOf(clientId) {
+  const { clients } = await (await fetch(`${hub.url}/clients`)).json();
+  return clients.find((c) => c.clientId === clientId)?.connections ?? 0;
+}
+
+async function eventually(what, check) {
+  const deadline = Date.now() + WAIT_MS;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last === true) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`${what}: still ${JSON.stringify(last)} after ${WAIT_MS} ms`);
+}
+
+/** A fresh browser page that counts EventSource constructions and console errors. */
+async function openPage(url) {
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    window.__eventSources = 0;
+    const Native = window.EventSource;
+    window.EventSource = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.__eventSources += 1;
+      }
+    };
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (msg) => msg.type() === "error" && errors.push(msg.text()));
+  page.on("pageerror", (err) => errors.push(String(err)));
+  page.on("response", (res) => res.status() >= 400 && errors.push(`${res.status()} ${res.url()}`));
+  await page.goto(url);
+  return { page, context, errors };
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).textContent()) ?? "";
+}
+
+async function waitText(page, selector, expected) {
+  await eventually(`${selector} text`, async () => {
+    const now = await text(page, selector);
+    return now === expected ? true : now;
+  });
+}
+
+before(async () => {
+  const pack = JSON.parse(
+    run("npm", ["pack", "--json", "--pack-destination", WORK, "--loglevel=error"], path.join(ROOT, "npm")),
+  );
+  tarball = path.join(WORK, pack[0].filename);
+  fs.cpSync(path.join(ROOT, "tests/npm/fixture"), APP, { recursive: true });
+  fs.cpSync(path.join(ROOT, "tests/npm/plain"), path.join(APP, "plain"), { recursive: true });
+  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball], APP);
+  run(path.join(APP, "node_modules/.bin/vite"), ["build", "--base", "/app/", "--logLevel", "warn"], APP);
+  // React's StrictMode double-mounts only in development builds: the hook scenarios run there.
+  const devBuild = spawnSync(
+    path.join(APP, "node_modules/.bin/vite"),
+    ["build", "--mode", "development", "--base", "/dev/", "--outDir", "dist-dev", "--logLevel", "warn"],
+    { cwd: APP, encoding: "utf8", env: { ...process.env, NODE_ENV: "development" } },
+  );
+  assert.equal(devBuild.status, 0, devBuild.stderr);
+  hub = await startHub();
+  server = await startStatic();
+  serverUrl = `http://127.0.0.1:${server.address().port}`;
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-dev-shm-usage",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+  hub?.proc.kill("SIGTERM");
+  fs.rmSync(WORK, { recursive: true, force: true });
+});
+
+test("the packed tarball holds the built package and its exports", () => {
+  const files = execFileSync("tar", ["tzf", tarball], { encoding: "utf8" }).split("\n");
+  for (const file of [
+    "package/package.json",
+    "package/README.md",
+    "package/dist/index.js",
+    "package/dist/index.d.ts",
+    "package/dist/react.js",
+    "package/dist/react.d.ts",
+    "package/wasm/eventwire_client.js",
+    "package/wasm/eventwire_client_bg.wasm",
+  ]) {
+    assert.ok(files.includes(file), `${file} missing from the tarball`);
+  }
+  assert.ok(!files.some((f) => f.includes("/src/")), "sources stay out of the tarball");
+  const pkg = JSON.parse(fs.readFileSync(path.join(APP, "node_modules/eventwire/package.json"), "utf8"));
+  assert.equal(pkg.type, "module");
+  assert.equal(pkg.sideEffects, false);
+  assert.equal(pkg.exports["."].types, "./dist/index.d.ts");
+  assert.equal(pkg.exports["./react"].types, "./dist/react.d.ts");
+  assert.equal(pkg.peerDependenciesMeta.react.optional, true);
+});
+
+test("shipped size (wasm + JS, gzip -9)", (t) => {
+  const pkgDir = path.join(APP, "node_modules/eventwire");
+  const shipped = [
+    "wasm/eventwire_client_bg.wasm",
+    "wasm/eventwire_client.js",
+    "dist/index.js",
+    "dist/client.js",
+    "dist/types.js",
+  ];
+  let total = 0;
+  for (const file of shipped) {
+    const gz = zlib.gzipSync(fs.readFileSync(path.join(pkgDir, file)), { level: 9 }).length;
+    total += gz;
+    t.diagnostic(`${file}: ${gz} bytes gzip`);
+  }
+  const react = zlib.gzipSync(fs.readFileSync(path.join(pkgDir, "dist/react.js")), { level: 9 }).length;
+  t.diagnostic(`core total: ${total} bytes gzip (${(total / 1024).toFixed(1)} KB); react entry adds ${react}`);
+  assert.ok(total > 0);
+});
+
+test("tsc --noEmit type-checks the usage examples against the installed package", () => {
+  // Each `@ts-expect-error` in typed-usage.ts must still be an error, or tsc fails here.
+  run(path.join(APP, "node_modules/.bin/tsc"), ["--noEmit", "-p", "tsconfig.json"], APP);
+});
+
+test("a deliberate type error does not compile", () => {
+  const result = spawnSync(
+    path.join(APP, "node_modules/.bin/tsc"),
+    ["--noEmit", "--strict", "--target", "ES2022", "--module", "ESNext", "--moduleResolution", "Bundler",
+      "--lib", "ES2022,DOM", "must-fail/wrong-field.ts"],
+    { cwd: APP, encoding: "utf8" },
+  );
+  assert.notEqual(result.status, 0, "the wrong field compiled");
+  assert.match(result.stdout, /Property 'title' does not exist/, result.stdout + result.stderr);
+});
+
+test("importing eventwire/react during server-side rendering touches no browser API", () => {
+  fs.writeFileSync(
+    path.join(APP, "ssr.mjs"),
+    `import { createElement } from "react";
+     import { renderToString } from "react-dom/server";
+     import { EventwireProvider, useEventwire, useLatestEvent } from "eventwire/react";
+     import { createClient, EventwireError } from "eventwire";
+     function App() {
+       const { readyState, isConnected } = useEventwire();
+       const latest = useLatestEvent("notification");
+       return createElement("p", null, String(readyState) + String(isConnected) + String(latest));
+     }
+     const html = renderToString(createElement(EventwireProvider, { url: "/events" }, createElement(App)));
+     let type = "none";
+     try { createClient("/events"); } catch (e) { type = e instanceof EventwireError ? e.type : String(e); }
+     console.log(JSON.stringify({ html, type, window: typeof window }));`,
+  );
+  const out = JSON.parse(run("node", ["ssr.mjs"], APP));
+  assert.equal(out.window, "undefined");
+  assert.equal(out.html, "<p>0falseundefined</p>");
+  assert.equal(out.type, "unsupported_environment");
+});
+
+test("a fresh Vite + React app built from the tarball renders a published event", async () => {
+  const { page, context, errors } = await openPage(`${serverUrl}/app/index.html?hub=${hub.url}`);
+  await waitText(page, "#state", "connected");
+  await publish({ event: "notification", data: { message: "hello from the hub" }, clientId: "vite-app" });
+  await waitText(page, "#message", "hello from the hub");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("a plain page imports the package with no bundler and no init()", async () => {
+  const { page, context, errors } = await openPage(`${serverUrl}/plain/index.html?hub=${hub.url}`);
+  await waitText(page, "#state", "connected");
+  await publish({ event: "notification", data: { message: "no bundler needed" }, clientId: "plain-page" });
+  await waitText(page, "#message", "no bundler needed");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("the provider shares one connection and events reach every hook", async () => {
+  const client = "hooks-shared";
+  const { page, context, errors } = await openPage(`${serverUrl}/dev/hooks.html?hub=${hub.url}&client=${client}`);
+  await waitText(page, "#state", "connected");
+  assert.equal(await connectionsOf(client), 1, "four hook users, one connection");
+  assert.equal(await page.evaluate(() => window.__eventSources), 1);
+
+  const ids = [];
+  for (const message of ["a", "b", "c"]) {
+    ids.push((await publish({ event: "notification", data: { message }, clientId: client })).id);
+  }
+  await waitText(page, "#use-event", "a,b,c");
+  await waitText(page, "#latest", `c@${ids[2]}`);
+  await waitText(page, "#events", "b,c"); // limit: 2
+  assert.equal(await page.locator("#events").getAttribute("data-connected"), "true");
+  assert.equal(await page.locator("#state").getAttribute("data-last-event-id"), ids[2]);
+  assert.equal(await connectionsOf(client), 1);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("unmounting the provider closes the connection", async () => {
+  const client = "hooks-unmount";
+  const { page, context, errors } = await openPage(`${serverUrl}/dev/hooks.html?hub=${hub.url}&client=${client}`);
+  await waitText(page, "#state", "connected");
+  assert.equal(await connectionsOf(client), 1);
+  await page.click("#toggle"); // unmount
+  await eventually("connection closed at the hub", async () => (await connectionsOf(client)) === 0 || "open");
+  await page.click("#toggle"); // mount again
+  await waitText(page, "#state", "connected");
+  assert.equal(await connectionsOf(client), 1);
+  assert.equal(await page.evaluate(() => window.__eventSources), 2);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("StrictMode's double mount opens exactly one connection", async () => {
+  const client = "hooks-strict";
+  const { page, context, errors } = await openPage(
+    `${serverUrl}/dev/hooks.html?hub=${hub.url}&client=${client}&strict=1`,
+  );
+  await waitText(page, "#state", "connected");
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(await page.evaluate(() => window.__effectRuns), 2, "StrictMode really double-mounted");
+  assert.equal(await page.evaluate(() => window.__eventSources), 1, "EventSource constructed once");
+  assert.equal(await connectionsOf(client), 1);
+  const { id } = await publish({ event: "notification", data: { message: "once" }, clientId: client });
+  await waitText(page, "#latest", `once@${id}`);
+  await waitText(page, "#use-event", "once"); // a leaked listener would show "once,once"
+  assert.deepEqual(errors, []);
+  await context.close();
+});
