@@ -1,7 +1,7 @@
 //! JWT authentication: HS256 with a shared secret or RS256 with a public key.
 //!
 //! `sub` is the user id; `"role": "admin"` or a `roles` array containing `"admin"` grants the
-//! admin endpoints. `exp` is checked when present. Tokens are never logged: this module never
+//! admin endpoints. `exp` and `nbf` are checked when present, with [`LEEWAY_SECS`] of clock skew. Tokens are never logged: this module never
 //! puts a token in an error message or a tracing field.
 //!
 //! ```
@@ -17,6 +17,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::error::Error;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
 
 /// How tokens are verified. Cheap to clone.
 #[derive(Clone)]
@@ -71,6 +74,8 @@ impl Auth {
         // service tokens. `aud`/`iss` are the issuer's business, not the hub's.
         validation.required_spec_claims.clear();
         validation.validate_aud = false;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
         Auth { key, validation }
     }
 

@@ -35,6 +35,6 @@ impl Broker for LocalBroker {
         hub: &'a Hub,
         messages: Vec<Message>,
     ) -> BoxFuture<'a, Result<Vec<Receipt>, Error>> {
-        Box::pin(async move { Ok(hub.deliver_local(messages)) })
+        Box::pin(async move { hub.deliver_local(messages) })
     }
 }

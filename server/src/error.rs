@@ -69,6 +69,9 @@ pub enum Error {
     /// The hub is shutting down and takes no new streams.
     #[error("the hub is shutting down")]
     ShuttingDown,
+    /// With auth on, another user's connections hold this client id.
+    #[error("client id {0:?} is held by another user")]
+    ClientIdTaken(String),
     /// An admin dropped this client and refuses it for a while.
     #[error("client {client_id:?} was dropped by an admin; retry in {}s", retry_after.as_secs().max(1))]
     ClientPaused {
@@ -97,6 +100,7 @@ impl Error {
                 StatusCode::UNAUTHORIZED
             }
             Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::ClientIdTaken(_) => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -122,6 +126,7 @@ impl Error {
             Error::InvalidToken(_) => "invalid_token",
             Error::TokenExpired => "token_expired",
             Error::Forbidden => "forbidden",
+            Error::ClientIdTaken(_) => "client_id_taken",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::TooManyConnections(_) => "too_many_connections",

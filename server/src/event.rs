@@ -58,6 +58,8 @@ pub struct Message {
     pub(crate) data: Value,
     pub(crate) target: Target,
     pub(crate) key: Option<String>,
+    /// Delivered live only, never kept for replay (monitoring, echo).
+    pub(crate) ephemeral: bool,
 }
 
 impl Message {
@@ -68,6 +70,7 @@ impl Message {
             data,
             target: Target::All,
             key: None,
+            ephemeral: false,
         }
     }
 
@@ -95,6 +98,17 @@ impl Message {
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
+    }
+
+    /// Delivers the message live only: it is not kept for replay and takes no history slot.
+    #[must_use]
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
+        self
+    }
+
+    pub(crate) fn is_monitoring(&self) -> bool {
+        self.target == Target::Monitors
     }
 
     /// The event type.
@@ -166,19 +180,22 @@ impl PublishBody {
             (Some(t), None, None) => Target::Topic(t),
             (None, Some(c), None) => Target::Client(c),
             (None, None, Some(u)) => Target::User(u),
-            _ => {
-                return Err(Error::ConflictingTargets(
-                    "give at most one of `topic`, `clientId`, `userId`".into(),
-                ))
+            (None, Some(client_id), Some(user_id)) => Target::ClientOfUser { client_id, user_id },
+            _ => return Err(Error::ConflictingTargets(
+                "give at most one of `topic`, `clientId`, `userId` (or `clientId` with `userId`)"
+                    .into(),
+            )),
+        };
+        let named: Vec<(&str, &String)> = match &target {
+            Target::Topic(t) => vec![("topic", t)],
+            Target::Client(c) => vec![("clientId", c)],
+            Target::User(u) => vec![("userId", u)],
+            Target::ClientOfUser { client_id, user_id } => {
+                vec![("clientId", client_id), ("userId", user_id)]
             }
+            _ => Vec::new(),
         };
-        let named = match &target {
-            Target::Topic(t) => Some(("topic", t)),
-            Target::Client(c) => Some(("clientId", c)),
-            Target::User(u) => Some(("userId", u)),
-            _ => None,
-        };
-        if let Some((field, name)) = named {
+        for (field, name) in named {
             validate_name(field, name).map_err(Error::InvalidTarget)?;
         }
         let message = Message {
@@ -186,6 +203,7 @@ impl PublishBody {
             data: self.data,
             target,
             key: self.id,
+            ephemeral: false,
         };
         message.validate()?;
         Ok(message)
@@ -275,6 +293,11 @@ pub(crate) fn encode_system_with_id(id: u64, event: &str, data: &Value) -> Bytes
     buf.put_slice(b"\n");
     put_event_and_data(&mut buf, event, &data);
     buf.freeze()
+}
+
+/// An id-only block: moves the client's last event id without dispatching an event.
+pub(crate) fn encode_id(id: u64) -> Bytes {
+    Bytes::from(format!("id: {id}\n\n"))
 }
 
 /// Encodes a `retry:` hint.

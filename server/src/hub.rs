@@ -31,10 +31,10 @@ use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{
-    encode_event, encode_system, encode_system_with_id, Event, Message, Receipt, Target,
+    encode_event, encode_id, encode_system, encode_system_with_id, Event, Message, Receipt, Target,
 };
 use crate::metrics::Metrics;
-use crate::stream::{Cut, Subscription};
+use crate::stream::{Chunk, Cut, Subscription};
 
 /// Handle to a hub. Clone it freely: every clone is the same hub.
 #[derive(Clone, Debug)]
@@ -56,6 +56,8 @@ struct Shared {
     started: Instant,
     /// Bumped whenever a connection comes or goes, for presence updates.
     presence: watch::Sender<u64>,
+    /// The newest id issued, stored once its frames are queued.
+    newest: std::sync::atomic::AtomicU64,
 }
 
 /// What to subscribe a new connection to. Built by the `/events` route; public so that other
@@ -161,6 +163,7 @@ impl Hub {
                 shutdown: CancellationToken::new(),
                 started: Instant::now(),
                 presence: watch::channel(0).0,
+                newest: std::sync::atomic::AtomicU64::new(seed),
             }),
         }
     }
@@ -212,18 +215,30 @@ impl Hub {
         self.publish(Message::typed(event)?.to(target)).await
     }
 
-    /// Delivers already-validated messages to this process's connections, assigning ids.
-    /// Brokers call this; applications call [`Hub::publish`].
-    pub fn deliver_local(&self, messages: Vec<Message>) -> Vec<Receipt> {
+    /// Delivers messages to this process's connections, assigning ids. Brokers call this;
+    /// applications call [`Hub::publish`].
+    ///
+    /// A batch takes one slot in each recipient's queue, whatever its length, so publishing
+    /// many events at once never makes a reader look slow.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEvent`] or [`Error::InvalidId`] when a message does not validate (a
+    /// broker must not be able to inject SSE fields); nothing is delivered then.
+    pub fn deliver_local(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, Error> {
+        for message in &messages {
+            message.validate()?;
+        }
         // Serialise payloads before taking the lock; only the frame assembly happens inside.
         let payloads: Vec<String> = messages.iter().map(|m| m.data.to_string()).collect();
         let config = &self.shared.config;
         let metrics = &self.shared.metrics;
+        let batch = messages.len() > 1;
         let mut receipts = Vec::with_capacity(messages.len());
+        let mut per_conn: HashMap<u64, Vec<(usize, Bytes)>> = HashMap::new();
         let mut state = self.lock();
         let now = Instant::now();
         state.evict(now, config);
-        for (message, payload) in messages.into_iter().zip(payloads) {
+        for (i, (message, payload)) in messages.into_iter().zip(payloads).enumerate() {
             if let Some(id) = message.key.as_ref().and_then(|k| state.keys.get(k)) {
                 receipts.push(Receipt {
                     ok: true,
@@ -236,12 +251,35 @@ impl Hub {
             let id = state.next_id;
             state.next_id += 1;
             let frame = encode_event(id, &message.event, &payload);
-            let (delivered, dropped) = state.fan_out(&message, &frame, metrics);
+            let mut delivered = 0;
+            if batch {
+                state.for_each_recipient(&message.target, &message.event, |key, _| {
+                    per_conn.entry(key).or_default().push((i, frame.clone()));
+                });
+            } else {
+                let mut slow = Vec::new();
+                state.for_each_recipient(&message.target, &message.event, |key, conn| {
+                    match conn.tx.try_send(Chunk::One(frame.clone())) {
+                        Ok(()) => delivered += 1,
+                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(key),
+                        // The stream is gone; its guard removes it as soon as it can lock.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                });
+                state.cut_slow(&slow, metrics, !message.is_monitoring());
+            }
             // The hub's own monitoring events are not part of the traffic they report on.
-            if message.target != Target::Monitors {
+            if !message.is_monitoring() {
                 metrics.published.inc();
-                metrics.delivered.inc_by(delivered as u64);
-                metrics.dropped.inc_by(dropped as u64);
+            }
+            receipts.push(Receipt {
+                ok: true,
+                id: id.to_string(),
+                delivered,
+                duplicate: false,
+            });
+            if message.ephemeral {
+                continue;
             }
             if let Some(key) = &message.key {
                 state.keys.insert(key.clone(), id);
@@ -254,15 +292,47 @@ impl Hub {
                 key: message.key,
                 frame,
             });
-            receipts.push(Receipt {
-                ok: true,
-                id: id.to_string(),
-                delivered,
-                duplicate: false,
-            });
         }
+        if batch {
+            let mut slow = Vec::new();
+            for (key, items) in per_conn {
+                let Some(conn) = state.conns.get(&key) else {
+                    continue;
+                };
+                let frames = items.iter().map(|(_, frame)| frame.clone()).collect();
+                match conn.tx.try_send(Chunk::Many(frames)) {
+                    Ok(()) => {
+                        for (i, _) in &items {
+                            receipts[*i].delivered += 1;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => slow.push(key),
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            state.cut_slow(&slow, metrics, true);
+        }
+        let delivered: usize = receipts.iter().map(|r| r.delivered).sum();
+        metrics.delivered.inc_by(delivered as u64);
         state.evict(now, config);
-        receipts
+        // Published after the frames are queued: a stream that reads this id and then finds
+        // its queue empty has been handed every event up to it (see `Subscription`).
+        self.shared
+            .newest
+            .store(state.next_id - 1, std::sync::atomic::Ordering::Release);
+        Ok(receipts)
+    }
+
+    /// The newest event id this hub has issued.
+    pub(crate) fn newest_id(&self) -> u64 {
+        self.shared
+            .newest
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether any connection receives monitoring events right now.
+    pub fn has_monitors(&self) -> bool {
+        !self.lock().monitors.is_empty()
     }
 
     /// Registers a new connection and returns its stream, starting with the `retry:` hint,
@@ -292,6 +362,18 @@ impl Hub {
                 });
             }
             state.paused.remove(&client_id);
+        }
+        if config.auth.is_some() {
+            // With auth on, a client id belongs to the user holding it: another user cannot
+            // claim it (and with it that client's messages, limits or pause).
+            let held_by_other = state.by_client.get(&client_id).is_some_and(|keys| {
+                keys.iter()
+                    .filter_map(|k| state.conns.get(k))
+                    .any(|c| c.user_id != request.user_id)
+            });
+            if held_by_other {
+                return Err(Error::ClientIdTaken(client_id));
+            }
         }
         state.check_limits(config, &client_id, request.user_id.as_deref())?;
         state.evict(now, config);
@@ -350,6 +432,12 @@ impl Hub {
         ];
         initial.extend(gap);
         initial.extend(replay);
+        if request.last_event_id.is_some() {
+            // The replay covered every entitled event up to the newest id, and everything
+            // after it goes to the queue: that id is where this client now stands, even if
+            // none of the recent events were for it (an id-only block dispatches no event).
+            initial.push(encode_id(state.next_id - 1));
+        }
 
         let key = state.next_conn;
         state.next_conn += 1;
@@ -460,6 +548,8 @@ impl Hub {
     /// refuses it new ones for `pause`. Returns how many connections were cut.
     pub fn drop_client(&self, client_id: &str, pause: Duration) -> usize {
         let mut state = self.lock();
+        let now = Instant::now();
+        state.paused.retain(|_, until| *until > now);
         if !pause.is_zero() {
             state
                 .paused
@@ -552,7 +642,7 @@ struct Conn {
     topics: Vec<String>,
     events: Option<HashSet<String>>,
     monitor: bool,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Chunk>,
     kill: Option<oneshot::Sender<Cut>>,
     connected_at: SystemTime,
 }
@@ -609,27 +699,19 @@ impl State {
         Ok(())
     }
 
-    /// Queues `frame` on every connection `message` reaches. Returns (delivered, dropped).
-    fn fan_out(&mut self, message: &Message, frame: &Bytes, metrics: &Metrics) -> (usize, usize) {
-        let mut delivered = 0;
-        let mut slow = Vec::new();
-        let mut offer = |key: u64, conn: &Conn| {
-            if !conn.entitled(&message.target, &message.event) {
-                return;
-            }
-            match conn.tx.try_send(frame.clone()) {
-                Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(key),
-                // The stream is gone; its guard removes it as soon as it can take the lock.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+    /// Calls `f` for every connection entitled to an `event` sent to `target`.
+    fn for_each_recipient(&self, target: &Target, event: &str, mut f: impl FnMut(u64, &Conn)) {
+        let mut visit = |key: u64, conn: &Conn| {
+            if conn.entitled(target, event) {
+                f(key, conn);
             }
         };
-        let index = match &message.target {
+        let index = match target {
             Target::All => {
                 for (key, conn) in &self.conns {
-                    offer(*key, conn);
+                    visit(*key, conn);
                 }
-                None
+                return;
             }
             Target::Topic(t) => self.by_topic.get(t),
             Target::Client(c) | Target::ClientOfUser { client_id: c, .. } => self.by_client.get(c),
@@ -638,16 +720,23 @@ impl State {
         };
         for key in index.into_iter().flatten() {
             if let Some(conn) = self.conns.get(key) {
-                offer(*key, conn);
+                visit(*key, conn);
             }
         }
-        let dropped = slow.len();
-        for key in slow {
-            if let Some(mut conn) = self.remove(key) {
-                metrics.slow_consumers.inc();
+    }
+
+    /// Cuts connections whose queue is full: they get `__error` `slow_consumer` and replay
+    /// what they missed when they come back.
+    fn cut_slow(&mut self, keys: &[u64], metrics: &Metrics, count: bool) {
+        for key in keys {
+            if let Some(mut conn) = self.remove(*key) {
+                if count {
+                    metrics.dropped.inc();
+                    metrics.slow_consumers.inc();
+                }
                 tracing::warn!(
                     client_id = %conn.client_id,
-                    "cut a slow consumer: its queue of {} events is full",
+                    "cut a slow consumer: its queue of {} chunks is full",
                     conn.tx.max_capacity()
                 );
                 if let Some(kill) = conn.kill.take() {
@@ -655,7 +744,6 @@ impl State {
                 }
             }
         }
-        (delivered, dropped)
     }
 
     fn evict(&mut self, now: Instant, config: &Config) {

@@ -36,7 +36,7 @@ struct Cli {
     #[arg(long, env = "EVENTWIRE_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
     /// Seconds between heartbeats.
-    #[arg(long, env = "EVENTWIRE_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "EVENTWIRE_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     heartbeat_secs: u64,
     /// Send heartbeats as `__heartbeat` events instead of SSE comments.
     #[arg(long, env = "EVENTWIRE_HEARTBEAT_EVENT")]

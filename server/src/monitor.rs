@@ -23,7 +23,11 @@ use crate::event::{Message, Target};
 use crate::hub::Hub;
 
 /// How long presence changes are gathered before one `clients` event goes out.
-const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(100);
+const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// At most this many clients are listed in a `clients` event (sorted by id; `total` has the
+/// full count), so a hub with 10 000 clients does not push megabytes on every change.
+const MAX_LISTED_CLIENTS: usize = 200;
 
 /// Starts publishing monitoring events every `interval` (and on presence changes) until the
 /// hub shuts down.
@@ -43,10 +47,18 @@ pub fn spawn(hub: Hub, interval: Duration) -> JoinHandle<()> {
                     }
                     tokio::time::sleep(PRESENCE_DEBOUNCE).await;
                     presence.borrow_and_update();
-                    let clients = hub.clients();
-                    publish(&hub, "clients", json!({ "clients": clients }));
+                    if hub.has_monitors() {
+                        let mut clients = hub.clients();
+                        let total = clients.len();
+                        clients.truncate(MAX_LISTED_CLIENTS);
+                        publish(&hub, "clients", json!({ "clients": clients, "total": total }));
+                    }
                 }
                 _ = ticker.tick() => {
+                    if !hub.has_monitors() {
+                        last = (Instant::now(), hub.stats());
+                        continue;
+                    }
                     let now = (Instant::now(), hub.stats());
                     let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
                     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
@@ -67,8 +79,12 @@ pub fn spawn(hub: Hub, interval: Duration) -> JoinHandle<()> {
 }
 
 fn publish(hub: &Hub, event: &str, data: serde_json::Value) {
-    // Local delivery on purpose: each instance reports on itself.
-    hub.deliver_local(vec![Message::new(event, data).to(Target::Monitors)]);
+    // Local delivery on purpose: each instance reports on itself. Ephemeral: monitoring never
+    // takes a replay-history slot from real events.
+    let message = Message::new(event, data).to(Target::Monitors).ephemeral();
+    if let Err(e) = hub.deliver_local(vec![message]) {
+        tracing::warn!("monitoring event not delivered: {e}");
+    }
 }
 
 /// CPU (percent of one core) and resident memory of this process.

@@ -58,14 +58,17 @@ pub fn router(hub: Hub) -> Router {
                 tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
             }),
         );
-    let app = match cors_layer(&hub.config().cors) {
+    let app = match cors_layer(&hub.config().cors, hub.config().auth.is_some()) {
         Some(cors) => app.layer(cors),
         None => app,
     };
     app.with_state(hub)
 }
 
-fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
+fn cors_layer(cors: &Cors, auth: bool) -> Option<CorsLayer> {
+    // Any origin with credentials would let every website read a cookie-authenticated user's
+    // stream: with auth on, `Any` sends no credentials (name the origins to allow them).
+    let credentials = !(auth && *cors == Cors::Any);
     let origins = match cors {
         Cors::Off => return None,
         Cors::Any => AllowOrigin::mirror_request(),
@@ -78,7 +81,7 @@ fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(origins)
-            .allow_credentials(true)
+            .allow_credentials(credentials)
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([
                 header::AUTHORIZATION,
@@ -128,6 +131,11 @@ async fn events(
     };
     let topics = name_list("topics", query.get("topics"))?.unwrap_or_default();
     let events = name_list("events", query.get("events"))?.map(HashSet::from_iter);
+    if events.as_ref().is_some_and(HashSet::is_empty) {
+        return Err(Error::InvalidQuery(
+            "events: empty; leave the parameter out to receive every type".into(),
+        ));
+    }
     let header_id = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -244,7 +252,9 @@ async fn echo(
     let target = match (hub.config().auth.is_some(), client_id, identity.user_id) {
         (true, Some(client_id), Some(user_id)) => Target::ClientOfUser { client_id, user_id },
         (true, None, Some(user_id)) => Target::User(user_id),
-        (_, Some(client_id), _) => Target::Client(client_id),
+        // A token without `sub` names nobody whose connections it could speak for.
+        (true, _, None) => return Err(Error::Forbidden),
+        (false, Some(client_id), _) => Target::Client(client_id),
         (_, None, _) => {
             return Err(Error::InvalidQuery(
                 "clientId: required, it names the client the messages go back to".into(),
@@ -256,15 +266,25 @@ async fn echo(
             "expected a JSON array of messages".into(),
         ));
     };
+    if items.len() > MAX_ECHO {
+        return Err(Error::MalformedJson(format!(
+            "expected at most {MAX_ECHO} messages, got {}",
+            items.len()
+        )));
+    }
+    // Echo traffic is for testing a client: delivered live, never kept for replay.
     let messages = items
         .into_iter()
-        .map(|data| Message::new("test", data).to(target.clone()))
+        .map(|data| Message::new("test", data).to(target.clone()).ephemeral())
         .collect();
     let receipts = hub.publish_all(messages).await?;
     let delivered: usize = receipts.iter().map(|r| r.delivered).sum();
     let ids: Vec<&str> = receipts.iter().map(|r| r.id.as_str()).collect();
     Ok(Json(json!({"ok": true, "ids": ids, "delivered": delivered})).into_response())
 }
+
+/// Most messages one `/test/echo` call sends back.
+const MAX_ECHO: usize = 100;
 
 /// Reads a JSON body: `application/json` only, at most `max_body_bytes`.
 async fn json_body(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Value, Error> {
@@ -277,9 +297,15 @@ async fn json_body(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Value, 
         return Err(Error::UnsupportedMediaType);
     }
     let limit = hub.config().max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::PayloadTooLarge { limit })?;
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            Error::PayloadTooLarge { limit }
+        } else {
+            Error::MalformedJson(format!("could not read the request body: {e}"))
+        }
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| Error::MalformedJson(e.to_string()))
 }
 
@@ -326,7 +352,7 @@ async fn drop_client(
         .map_err(|e| Error::MalformedJson(e.to_string()))?;
     validate_name("clientId", &body.client_id).map_err(Error::InvalidTarget)?;
     if body.for_secs > MAX_DROP_SECS {
-        return Err(Error::InvalidQuery(format!(
+        return Err(Error::MalformedJson(format!(
             "forSecs: at most {MAX_DROP_SECS}"
         )));
     }

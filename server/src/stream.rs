@@ -19,6 +19,14 @@ use crate::hub::{now_rfc3339, Hub};
 /// Largest chunk a stream writes at once when events pile up.
 const MAX_CHUNK: usize = 64 * 1024;
 
+/// What a connection's queue holds: one event, or every event of one published batch that
+/// the connection is entitled to (a batch takes one slot).
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
 /// Why the hub ended a stream on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
@@ -30,12 +38,14 @@ pub(crate) enum Cut {
 #[derive(Debug)]
 pub struct Subscription {
     pending: VecDeque<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Chunk>,
     kill: oneshot::Receiver<Cut>,
     shutdown: CancellationToken,
     heartbeat: Interval,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     heartbeat_event: bool,
+    /// Shutting down: write what is pending, then `__shutdown`.
+    ending: bool,
     done: bool,
     guard: Guard,
 }
@@ -58,18 +68,22 @@ impl Subscription {
         hub: Hub,
         key: u64,
         initial: Vec<Bytes>,
-        rx: mpsc::Receiver<Bytes>,
+        rx: mpsc::Receiver<Chunk>,
         kill: oneshot::Receiver<Cut>,
         shutdown: CancellationToken,
         heartbeat_event: bool,
     ) -> Self {
         let config = hub.config();
-        let period = config.heartbeat.max(Duration::from_millis(10));
+        // Clamped: a huge interval would overflow `Instant` arithmetic.
+        let period = config
+            .heartbeat
+            .clamp(Duration::from_millis(10), Duration::from_secs(86_400));
         let mut heartbeat = interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let idle = config
-            .idle_timeout
-            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        let idle = config.idle_timeout.map(|d| {
+            let d = d.min(Duration::from_secs(30 * 86_400));
+            (d, Box::pin(tokio::time::sleep(d)))
+        });
         Subscription {
             pending: initial.into(),
             rx,
@@ -78,6 +92,7 @@ impl Subscription {
             heartbeat,
             idle,
             heartbeat_event,
+            ending: false,
             done: false,
             guard: Guard { hub, key },
         }
@@ -91,8 +106,11 @@ impl Subscription {
         if !self.pending.is_empty() {
             return Some(self.take_pending());
         }
-        if self.shutdown.is_cancelled() {
+        if self.ending {
             return Some(self.finish_shutdown());
+        }
+        if self.shutdown.is_cancelled() {
+            return Some(self.begin_shutdown());
         }
         let idle = async {
             match &mut self.idle {
@@ -116,15 +134,13 @@ impl Subscription {
                     Err(_) => None,
                 }
             }
-            () = self.shutdown.cancelled() => Some(self.finish_shutdown()),
-            frame = self.rx.recv() => match frame {
-                Some(frame) => {
-                    self.pending.push_back(frame);
-                    while let Ok(more) = self.rx.try_recv() {
-                        self.pending.push_back(more);
-                        if self.pending.len() >= 64 {
-                            break;
-                        }
+            () = self.shutdown.cancelled() => Some(self.begin_shutdown()),
+            chunk = self.rx.recv() => match chunk {
+                Some(chunk) => {
+                    self.push(chunk);
+                    while self.pending.len() < 64 {
+                        let Ok(more) = self.rx.try_recv() else { break };
+                        self.push(more);
                     }
                     if let Some((d, sleep)) = &mut self.idle {
                         sleep.as_mut().reset(Instant::now() + *d);
@@ -149,6 +165,26 @@ impl Subscription {
         futures_util::stream::unfold(self, |mut sub| async move {
             sub.next_chunk().await.map(|chunk| (chunk, sub))
         })
+    }
+
+    fn push(&mut self, chunk: Chunk) {
+        match chunk {
+            Chunk::One(frame) => self.pending.push_back(frame),
+            Chunk::Many(frames) => self.pending.extend(frames),
+        }
+    }
+
+    /// Shutdown: events already queued were counted as delivered, so they are written first.
+    fn begin_shutdown(&mut self) -> Bytes {
+        while let Ok(chunk) = self.rx.try_recv() {
+            self.push(chunk);
+        }
+        if self.pending.is_empty() {
+            self.finish_shutdown()
+        } else {
+            self.ending = true;
+            self.take_pending()
+        }
     }
 
     /// Joins pending frames into one chunk of at most [`MAX_CHUNK`] bytes (or one frame).
@@ -186,11 +222,23 @@ impl Subscription {
         )
     }
 
+    /// A heartbeat, carrying this connection's position when it is safe to: the newest id
+    /// is read first, and if the queue is then empty every event up to that id that this
+    /// connection is entitled to has been handed over. A client that hears only heartbeats
+    /// (a quiet topic) thus resumes from a recent id and gets no needless `__gap`.
     fn heartbeat_frame(&self) -> Bytes {
-        if self.heartbeat_event {
-            encode_system("__heartbeat", &json!({ "serverTime": now_rfc3339() }))
-        } else {
-            Bytes::from_static(HEARTBEAT_COMMENT)
+        let newest = self.guard.hub.newest_id();
+        let position = (self.rx.is_empty() && self.pending.is_empty()).then_some(newest);
+        let mut buf = BytesMut::new();
+        if let Some(id) = position {
+            buf.extend_from_slice(format!("id: {id}\n").as_bytes());
         }
+        if self.heartbeat_event {
+            let frame = encode_system("__heartbeat", &json!({ "serverTime": now_rfc3339() }));
+            buf.extend_from_slice(&frame);
+        } else {
+            buf.extend_from_slice(HEARTBEAT_COMMENT);
+        }
+        buf.freeze()
     }
 }

@@ -183,9 +183,19 @@ async fn echo_needs_only_a_valid_token_and_stays_within_the_user() {
     let mut mine = t
         .subscribe(&format!("?clientId=tab&token={}", user("alice")))
         .await;
-    // Bob claims the same client id; echo from Alice must not reach him.
+    // Bob cannot claim Alice's client id while she holds it.
+    let Err((status, body)) = t
+        .try_subscribe(&format!("?clientId=tab&token={}", user("bob")), &[])
+        .await
+    else {
+        panic!("bob took alice's client id");
+    };
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("client_id_taken"))
+    );
     let mut bobs = t
-        .subscribe(&format!("?clientId=tab&token={}", user("bob")))
+        .subscribe(&format!("?clientId=bobtab&token={}", user("bob")))
         .await;
     let (status, answer) = t
         .post_json(
@@ -250,4 +260,97 @@ async fn rs256_tokens_verify_with_the_public_key() {
         .await
         .unwrap();
     assert_eq!(error_code(res).await, (401, "invalid_token".to_owned()));
+}
+
+#[tokio::test]
+async fn echo_with_a_token_without_sub_is_forbidden() {
+    let t = hub_with_auth().await;
+    let mut alice = t
+        .subscribe(&format!("?clientId=tab&token={}", user("alice")))
+        .await;
+    let anonymous = hs(json!({"exp": now() + 60}));
+    let (status, body) = t
+        .post_json(
+            "/test/echo?clientId=tab",
+            &json!([{"forged": true}]),
+            Some(&anonymous),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    alice.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn client_id_with_user_id_reaches_only_that_users_client() {
+    let t = hub_with_auth().await;
+    let mut alice = t
+        .subscribe(&format!("?clientId=phone&token={}", user("alice")))
+        .await;
+    let mut bob = t
+        .subscribe(&format!("?clientId=laptop&token={}", user("bob")))
+        .await;
+    let (status, answer) = t
+        .post_json(
+            "/publish",
+            &json!({"event": "dm", "clientId": "phone", "userId": "alice"}),
+            Some(&admin()),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["delivered"], 1);
+    assert_eq!(alice.next().await.event, "dm");
+    let (_, answer) = t
+        .post_json(
+            "/publish",
+            &json!({"event": "dm", "clientId": "phone", "userId": "bob"}),
+            Some(&admin()),
+        )
+        .await;
+    assert_eq!(answer["delivered"], 0);
+    bob.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn not_before_is_checked_and_expiry_leeway_is_small() {
+    let t = hub_with_auth().await;
+    let future = hs(json!({"sub": "x", "role": "admin", "nbf": now() + 3600}));
+    let res = t
+        .http
+        .get(t.url("/stats"))
+        .bearer_auth(&future)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, (401, "invalid_token".to_owned()));
+    let just_expired = hs(json!({"sub": "x", "role": "admin", "exp": now() - 30}));
+    let res = t
+        .http
+        .get(t.url("/stats"))
+        .bearer_auth(&just_expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(res).await, (401, "token_expired".to_owned()));
+}
+
+#[tokio::test]
+async fn any_origin_sends_no_credentials_when_auth_is_on() {
+    let mut cfg = config();
+    cfg.auth = Some(Auth::hs256(SECRET));
+    cfg.cors = eventwire_server::Cors::Any;
+    let t = TestHub::start(cfg).await;
+    let res = t
+        .http
+        .get(t.url("/healthz"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(res
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
 }

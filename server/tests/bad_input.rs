@@ -188,6 +188,10 @@ async fn bad_subscribe_parameters_are_400() {
         "?topics=ok,bad%0Aname".into(),
         "?events=a,%01".into(),
         "?userId=".into(),
+        "?events=".into(),
+        "?events=,".into(),
+        "?heartbeat=loud".into(),
+        "?monitor=maybe".into(),
     ] {
         let Err((status, body)) = t.try_subscribe(&query, &[]).await else {
             panic!("{query} accepted");
@@ -208,6 +212,12 @@ async fn echo_rejects_bad_requests() {
         .post_json("/test/echo?clientId=c", &json!({"a": 1}), None)
         .await;
     assert_eq!((status, code(&body)), (400, "malformed_json"));
+    let many: Vec<u32> = (0..101).collect();
+    let (status, body) = t
+        .post_json("/test/echo?clientId=c", &json!(many), None)
+        .await;
+    assert_eq!((status, code(&body)), (400, "malformed_json"));
+    assert!(message(&body).contains("at most 100"));
 }
 
 #[tokio::test]

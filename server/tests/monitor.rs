@@ -144,7 +144,7 @@ async fn dropping_a_client_cuts_it_pauses_it_and_it_replays_on_return() {
 async fn drop_rejects_bad_bodies() {
     let t = TestHub::start(config()).await;
     for (body, code) in [
-        (json!({"clientId": "x", "forSecs": 9999}), "invalid_query"),
+        (json!({"clientId": "x", "forSecs": 9999}), "malformed_json"),
         (json!({"clientId": ""}), "invalid_target"),
         (json!({"client": "x"}), "malformed_json"),
     ] {
@@ -171,4 +171,104 @@ async fn connected_says_how_many_events_replay() {
     t.publish_ok(json!({"event": "n"})).await;
     let back = t.subscribe_with("", &[("Last-Event-ID", &first)]).await;
     assert_eq!(back.connected["replayCount"], 2);
+}
+
+#[tokio::test]
+async fn monitoring_and_echo_never_evict_the_replay_history() {
+    let mut cfg = config();
+    cfg.history_size = 3;
+    let t = TestHub::start(cfg).await;
+    monitor::spawn(t.hub.clone(), Duration::from_millis(20));
+    let mut dash = t.subscribe("?clientId=dash&monitor=1").await;
+    let first = t.publish_ok(json!({"event": "n", "data": 1})).await;
+    let second = t.publish_ok(json!({"event": "n", "data": 2})).await;
+    // Lots of monitoring traffic and a full echo batch...
+    let mut monitoring = 0;
+    while monitoring < 10 {
+        let e = dash.next().await;
+        if ["stats", "clients"].contains(&e.event.as_str()) {
+            monitoring += 1;
+        }
+    }
+    let echo: Vec<u32> = (0..100).collect();
+    let (status, _) = t
+        .post_json("/test/echo?clientId=dash", &json!(echo), None)
+        .await;
+    assert_eq!(status, 200);
+    // ...and a client resuming from the first event still gets the second, with no gap.
+    let mut back = t.subscribe_with("", &[("Last-Event-ID", &first)]).await;
+    assert_eq!(back.connected["replayCount"], 1);
+    let e = back.next().await;
+    assert_eq!((e.event.as_str(), e.id.as_str()), ("n", second.as_str()));
+}
+
+#[tokio::test]
+async fn a_resume_on_a_quiet_topic_does_not_gap_twice() {
+    let mut cfg = config();
+    cfg.history_size = 2;
+    let t = TestHub::start(cfg).await;
+    let mine = t
+        .publish_ok(json!({"event": "rare", "topic": "rare"}))
+        .await;
+    for i in 0..3 {
+        t.publish_ok(json!({"event": "busy", "data": i, "topic": "busy"}))
+            .await;
+    }
+    // Its last id was evicted: one honest gap. The stream then states its position.
+    let res = t
+        .http
+        .get(t.url("/events?topics=rare"))
+        .header("last-event-id", &mine)
+        .send()
+        .await
+        .unwrap();
+    let raw = read_until(res, "\n\nid: ").await;
+    assert!(raw.contains("event: __gap"), "{raw:?}");
+    let position = raw.rsplit("id: ").next().unwrap().trim().to_owned();
+    t.publish_ok(json!({"event": "busy", "topic": "busy"}))
+        .await;
+    // Resuming from that position: no gap this time.
+    let mut back = t
+        .subscribe_with("?topics=rare", &[("Last-Event-ID", &position)])
+        .await;
+    assert_eq!(back.connected["replayCount"], 0);
+    back.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn shutdown_still_writes_events_already_queued() {
+    let mut t = TestHub::start(config()).await;
+    let mut sse = t.subscribe("").await;
+    let receipt = t
+        .hub
+        .publish(eventwire_server::Message::new("last", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(receipt.delivered, 1);
+    let _server = t.stop();
+    let rest = sse.until_end().await;
+    let names: Vec<&str> = rest.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["last", "__shutdown"]);
+}
+
+/// Reads raw bytes until `marker` has appeared and the block after it is complete; returns
+/// the text up to the end of that block.
+async fn read_until(res: reqwest::Response, marker: &str) -> String {
+    use futures_util::StreamExt;
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(common::WAIT, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(at) = text.find(marker) {
+                if text[at + marker.len()..].contains("\n\n") {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let at = text.find(marker).map_or(0, |i| i + marker.len());
+    let end = text[at..].find("\n\n").map_or(text.len(), |i| at + i);
+    text[..end].to_owned()
 }

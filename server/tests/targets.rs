@@ -260,3 +260,29 @@ async fn echo_sends_messages_back_to_the_callers_client() {
     assert_eq!(data(&me.next().await), json!({"b": 2}));
     other.assert_quiet(QUIET).await;
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_the_queue_does_not_cut_readers() {
+    let mut cfg = config();
+    cfg.queue_capacity = 4;
+    let t = TestHub::start(cfg).await;
+    let mut sse = t.subscribe("?clientId=reader").await;
+    let batch: Vec<_> = (0..150).map(|i| json!({"event": "n", "data": i})).collect();
+    let (status, answer) = t.publish(serde_json::Value::Array(batch)).await;
+    assert_eq!(status, 200);
+    let ids: Vec<String> = answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["delivered"], 1);
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(&sse.next().await.id, id);
+    }
+    let (_, stats) = t.get_json("/stats", None).await;
+    assert_eq!(stats["slowConsumerDisconnects"], 0, "{stats}");
+    assert_eq!(stats["eventsDelivered"], 150);
+}

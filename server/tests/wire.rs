@@ -88,10 +88,53 @@ async fn heartbeat_is_a_comment_by_default() {
     cfg.heartbeat = Duration::from_millis(200);
     let t = TestHub::start(cfg).await;
     let res = t.http.get(t.url("/events")).send().await.unwrap();
-    let text = read_raw(res, ": heartbeat\n\n: heartbeat\n\n").await;
+    let text = read_raw(res, ": heartbeat\n\nid: ").await;
+    let text = read_more_heartbeat(text);
+    // Each heartbeat carries the connection's position (here: nothing published, so the
+    // starting id `__connected` gave) on an id-only line, then the comment.
+    let start = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_owned();
+    let beat = format!("id: {start}\n: heartbeat\n\n");
+    assert!(text.contains(&format!("{beat}{beat}")), "got {text:?}");
+}
+
+/// Trims a raw capture to whole blocks.
+fn read_more_heartbeat(text: String) -> String {
+    match text.rfind("\n\n") {
+        Some(end) => text[..end + 2].to_owned(),
+        None => text,
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_carry_the_position_so_quiet_subscribers_keep_up() {
+    let mut cfg = config();
+    cfg.heartbeat = Duration::from_millis(300);
+    let t = TestHub::start(cfg).await;
+    let res = t
+        .http
+        .get(t.url("/events?topics=quiet"))
+        .send()
+        .await
+        .unwrap();
+    let publisher = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut last = String::new();
+        for i in 0..5 {
+            last = t
+                .publish_ok(json!({"event": "busy", "data": i, "topic": "busy"}))
+                .await;
+        }
+        last
+    };
+    let (text, newest) = tokio::join!(read_raw(res, ": heartbeat\n\n"), publisher);
+    assert!(!text.contains("event: busy"), "{text:?}");
     assert!(
-        text.ends_with(": heartbeat\n\n: heartbeat\n\n"),
-        "got {text:?}"
+        text.ends_with(&format!("id: {newest}\n: heartbeat\n\n")),
+        "the heartbeat names the newest id: {text:?}"
     );
 }
 
