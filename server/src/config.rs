@@ -39,6 +39,9 @@ pub struct Config {
     pub max_connections_per_user: usize,
     /// End a stream that received no event for this long. Default off.
     pub idle_timeout: Option<Duration>,
+    /// Disconnect a peer whose socket accepts no bytes for this long (it stopped reading).
+    /// Applies to connections accepted by [`crate::serve`]. Default 30 s.
+    pub write_timeout: Duration,
     /// Largest request body accepted by `/publish` and `/test/echo`. Default 64 KiB.
     pub max_body_bytes: usize,
     /// JWT verification; `None` leaves every endpoint open (dev mode).
@@ -75,6 +78,7 @@ impl Default for Config {
             max_connections_per_client: 16,
             max_connections_per_user: 64,
             idle_timeout: None,
+            write_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
             auth: None,
             token_cookie: "eventwire_token".into(),

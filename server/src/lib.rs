@@ -39,6 +39,7 @@
 //! - [`config`]: every setting, with defaults.
 //! - [`error`]: the one error type and its JSON answer.
 //! - `metrics`: counters in a Prometheus registry.
+//! - `net`: the accepted sockets: TCP_NODELAY, a write timeout, closing at the drain deadline.
 //! - `main.rs` (the binary): flags, logging, signals; nothing else.
 
 #![deny(missing_docs)]
@@ -51,6 +52,7 @@ pub mod event;
 pub mod hub;
 mod metrics;
 pub mod monitor;
+mod net;
 pub mod routes;
 mod stream;
 
@@ -68,10 +70,12 @@ pub use stream::Subscription;
 
 /// Serves `app` on `listener` until `shutdown` completes, then shuts down gracefully: stops
 /// accepting connections, ends every event stream of `hub` with `__shutdown`, and returns once
-/// every connection is closed or `drain` has passed, whichever comes first.
+/// every connection is closed or `drain` has passed. Connections still open at the end of the
+/// drain time are closed, not abandoned.
 ///
 /// Plain `axum::serve(..).with_graceful_shutdown(..)` would wait forever for open event
-/// streams; this does not.
+/// streams; this does not. Every accepted socket also gets TCP_NODELAY and the hub's
+/// [`Config::write_timeout`]: a peer that stops reading is disconnected.
 ///
 /// # Errors
 /// I/O errors from the listener.
@@ -82,14 +86,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
+    use std::future::IntoFuture;
+
+    let closing = tokio_util::sync::CancellationToken::new();
+    let listener = net::GuardedListener {
+        inner: listener,
+        write_timeout: hub.config().write_timeout,
+        closing: closing.clone(),
+    };
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let stopping = hub.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: ending every event stream");
-        stopping.shutdown();
-        let _ = signalled_tx.send(());
-    });
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending every event stream");
+            stopping.shutdown();
+            let _ = signalled_tx.send(());
+        })
+        .into_future();
+    let mut server = std::pin::pin!(server);
     let deadline = async move {
         if signalled_rx.await.is_ok() {
             tokio::time::sleep(drain).await;
@@ -98,12 +113,17 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(
-                "drain time of {drain:?} is over; closing the remaining connections"
-            );
-            Ok(())
-        }
+        result = &mut server => return result,
+        () = deadline => {}
+    }
+    tracing::warn!(
+        remaining = hub.stats().active_connections,
+        "drain time of {drain:?} is over; closing the remaining connections"
+    );
+    closing.cancel();
+    // Every connection now fails its next I/O; give their tasks a moment to wind down.
+    match tokio::time::timeout(Duration::from_secs(2), server).await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
     }
 }

@@ -69,6 +69,9 @@ struct Cli {
     /// End streams that received no event for this many seconds (0: never).
     #[arg(long, env = "EVENTWIRE_IDLE_TIMEOUT_SECS", default_value_t = 0)]
     idle_timeout_secs: u64,
+    /// Disconnect a peer whose socket accepts no bytes for this many seconds.
+    #[arg(long, env = "EVENTWIRE_WRITE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    write_timeout_secs: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "EVENTWIRE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     max_body_bytes: usize,
@@ -102,6 +105,7 @@ impl Cli {
         config.idle_timeout =
             (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs));
         config.max_body_bytes = self.max_body_bytes;
+        config.write_timeout = Duration::from_secs(self.write_timeout_secs);
         config.token_cookie = self.token_cookie.clone();
         config.auth = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) if secret.is_empty() => return Err("--jwt-secret is empty".into()),

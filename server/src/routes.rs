@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Query, Request, State};
+use axum::extract::{FromRequestParts, OriginalUri, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -96,10 +97,10 @@ fn cors_layer(cors: &Cors, auth: bool) -> Option<CorsLayer> {
 
 async fn events(
     State(hub): State<Hub>,
+    Caller(identity): Caller,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let identity = authenticate(&hub, &headers, &query)?;
     let monitor = match query.get("monitor").map(String::as_str) {
         None | Some("0" | "false") => false,
         Some("1" | "true") if identity.admin => true,
@@ -200,11 +201,10 @@ fn name_list(field: &str, raw: Option<&String>) -> Result<Option<Vec<String>>, E
 
 async fn publish(
     State(hub): State<Hub>,
-    Query(query): Query<HashMap<String, String>>,
+    _: Admin,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require_admin(&hub, &headers, &query)?;
     let value = json_body(&hub, &headers, body).await?;
     match value {
         Value::Array(items) => {
@@ -240,11 +240,11 @@ fn publish_body(value: Value) -> Result<PublishBody, Error> {
 
 async fn echo(
     State(hub): State<Hub>,
+    Caller(identity): Caller,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let identity = authenticate(&hub, &headers, &query)?;
     let client_id = query.get("clientId").cloned();
     if let Some(c) = &client_id {
         validate_name("clientId", c).map_err(Error::InvalidQuery)?;
@@ -311,21 +311,11 @@ async fn json_body(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Value, 
 
 // --- admin ---------------------------------------------------------------------------------
 
-async fn stats(
-    State(hub): State<Hub>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, Error> {
-    require_admin(&hub, &headers, &query)?;
+async fn stats(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
     Ok(Json(hub.stats()).into_response())
 }
 
-async fn clients(
-    State(hub): State<Hub>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, Error> {
-    require_admin(&hub, &headers, &query)?;
+async fn clients(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
     Ok(Json(json!({ "clients": hub.clients() })).into_response())
 }
 
@@ -343,11 +333,10 @@ const MAX_DROP_SECS: u64 = 300;
 
 async fn drop_client(
     State(hub): State<Hub>,
-    Query(query): Query<HashMap<String, String>>,
+    _: Admin,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    require_admin(&hub, &headers, &query)?;
     let body: DropBody = serde_json::from_value(json_body(&hub, &headers, body).await?)
         .map_err(|e| Error::MalformedJson(e.to_string()))?;
     validate_name("clientId", &body.client_id).map_err(Error::InvalidTarget)?;
@@ -363,12 +352,7 @@ async fn drop_client(
     Ok(Json(json!({"ok": true, "dropped": dropped})).into_response())
 }
 
-async fn metrics(
-    State(hub): State<Hub>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, Error> {
-    require_admin(&hub, &headers, &query)?;
+async fn metrics(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -401,35 +385,45 @@ async fn method_not_allowed() -> Error {
 
 // --- auth ----------------------------------------------------------------------------------
 
-/// The caller's identity: verified from its token when auth is on, anonymous admin otherwise.
-fn authenticate(
-    hub: &Hub,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Identity, Error> {
-    let Some(auth) = &hub.config().auth else {
-        return Ok(Identity {
-            user_id: None,
-            admin: true,
-        });
-    };
-    let token = bearer(headers)
-        .or_else(|| query.get("token").cloned())
-        .or_else(|| cookie(headers, &hub.config().token_cookie))
-        .ok_or(Error::MissingToken)?;
-    auth.verify(&token)
+/// The caller, verified from its token when auth is on (an anonymous admin in dev mode).
+struct Caller(Identity);
+
+/// A caller with the admin role; anyone else is refused with `403 forbidden`.
+struct Admin;
+
+impl FromRequestParts<Hub> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Error> {
+        let Some(auth) = &hub.config().auth else {
+            return Ok(Caller(Identity {
+                user_id: None,
+                admin: true,
+            }));
+        };
+        let query_token = || {
+            Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+                .ok()
+                .and_then(|Query(mut q)| q.remove("token"))
+        };
+        let token = bearer(&parts.headers)
+            .or_else(query_token)
+            .or_else(|| cookie(&parts.headers, &hub.config().token_cookie))
+            .ok_or(Error::MissingToken)?;
+        auth.verify(&token).map(Caller)
+    }
 }
 
-fn require_admin(
-    hub: &Hub,
-    headers: &HeaderMap,
-    query: &HashMap<String, String>,
-) -> Result<Identity, Error> {
-    let identity = authenticate(hub, headers, query)?;
-    if identity.admin {
-        Ok(identity)
-    } else {
-        Err(Error::Forbidden)
+impl FromRequestParts<Hub> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Error> {
+        let Caller(identity) = Caller::from_request_parts(parts, hub).await?;
+        if identity.admin {
+            Ok(Admin)
+        } else {
+            Err(Error::Forbidden)
+        }
     }
 }
 

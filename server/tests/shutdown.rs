@@ -49,6 +49,7 @@ async fn drain_time_bounds_shutdown_when_a_client_stopped_reading() {
     let mut cfg = config();
     cfg.queue_capacity = 10_000; // never cut: the client just stops reading
     let mut t = TestHub::start_with_drain(cfg, Duration::from_secs(1)).await;
+    let hub = t.hub.clone();
     let _stalled = common::stalled_subscriber(&t, "?clientId=stalled").await;
     // Fill the stalled connection's socket buffers so its final frame cannot be written.
     let payload = "y".repeat(32 * 1024);
@@ -68,4 +69,45 @@ async fn drain_time_bounds_shutdown_when_a_client_stopped_reading() {
         took >= Duration::from_millis(900),
         "returned after {took:?}: the stalled stream should have held it until the drain time"
     );
+    // The stalled connection was closed, not abandoned: its stream is gone from the hub.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while hub.stats().active_connections > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection was left open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_disconnected_after_the_write_timeout() {
+    let mut cfg = config();
+    cfg.queue_capacity = 10_000; // never cut for being slow: only the write timeout applies
+    cfg.write_timeout = Duration::from_millis(500);
+    let t = TestHub::start(cfg).await;
+    let _stalled = common::stalled_subscriber(&t, "?clientId=stalled").await;
+    let mut reader = t.subscribe("?clientId=reader").await;
+    let payload = "z".repeat(32 * 1024);
+    for _ in 0..300 {
+        t.publish_ok(json!({"event": "fill", "data": payload}))
+            .await;
+        assert_eq!(reader.next().await.event, "fill");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = t.hub.stats();
+        if stats.active_connections == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} connections",
+            stats.active_connections
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The reader is unaffected.
+    t.publish_ok(json!({"event": "after"})).await;
+    assert_eq!(reader.next().await.event, "after");
 }
