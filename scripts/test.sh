@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Runs every eventwire test. Installs what it needs on a bare machine and skips what is there.
+# Runs every eventwire test. Installs what it needs on a bare machine (wasm target,
+# wasm-bindgen CLI, Chromium + chromedriver, binaryen and playwright-core from npm, npm
+# packages) and skips what is already there.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -17,8 +21,20 @@ cargo fmt --all --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (server, native client logic)"
+step "cargo test: hub (black-box over real sockets), client logic (native), chaos proxy"
 cargo test --workspace --locked
+
+step "client SDK in headless Chromium against the real hub, release build, size, smoke test"
+bash scripts/test-client-wasm.sh
+
+step "npm package: pack, tsc --noEmit, fresh Vite + React app, plain page, hooks in Chromium"
+cargo build --locked -p eventwire-server --bin eventwire
+bash scripts/build-npm.sh
+(cd npm && node_modules/.bin/tsc --noEmit -p tsconfig.json)
+EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" node --test tests/npm/npm.test.mjs
+
+step "demo pages end to end in Chromium (admin -> client, broadcast, drop + replay, hub restart)"
+EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" node --test tests/e2e/demo.test.mjs
 
 echo
 echo "all eventwire tests passed"

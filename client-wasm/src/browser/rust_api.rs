@@ -1,0 +1,261 @@
+//! The Rust API, for Rust web apps (Leptos, Yew and the like).
+//!
+//! ```no_run
+//! use eventwire_client::{Client, ClientEvent};
+//!
+//! # fn main() -> Result<(), eventwire_client::Error> {
+//! let client = Client::builder("https://hub.example/events")
+//!     .client_id("tab-1")
+//!     .topics(["orders"])
+//!     .build()?;
+//! let _sub = client.on_event("notification", |ev: &ClientEvent| {
+//!     if let ClientEvent::Message(m) = ev {
+//!         web_sys::console::log_1(&m.data.as_str().into());
+//!     }
+//! });
+//! # Ok(()) }
+//! ```
+//!
+//! With the `typed` feature, `client.on::<T>("notification", |ev: T| …)` decodes each payload
+//! into `T` (serde) and sends decode failures to the `error` listeners (kind `decode`).
+
+use core::{cell::RefCell, future::Future};
+
+use wasm_bindgen::JsValue;
+
+use super::core::{ClientEvent, Core, Inner, Listener, TokenSource};
+use crate::prelude::*;
+use crate::{backoff::Backoff, error::Error, machine::ReadyState, options::Options};
+
+/// Builds a [`Client`]; see [`Client::builder`].
+#[must_use = "call .build() to create the client"]
+pub struct ClientBuilder {
+    url: String,
+    options: Options,
+    token_source: Option<TokenSource>,
+}
+
+impl core::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// `clientId`.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.options.client_id = Some(id.into());
+        self
+    }
+
+    /// `topics`.
+    pub fn topics<S: Into<String>>(mut self, topics: impl IntoIterator<Item = S>) -> Self {
+        self.options.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `events`: the hub-side type filter.
+    pub fn events<S: Into<String>>(mut self, events: impl IntoIterator<Item = S>) -> Self {
+        self.options.events = events.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `token`: a fixed token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.options.token = Some(token.into()).filter(|t| !t.is_empty());
+        self
+    }
+
+    /// `getToken`: called before every connect and reconnect.
+    pub fn get_token<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: Future<Output = Result<Option<String>, String>> + 'static,
+    {
+        self.options.has_get_token = true;
+        // The core waits on promises; the future executor (wasm-bindgen-futures) is only
+        // compiled into builds that call this.
+        self.token_source = Some(TokenSource::Rust(Rc::new(move || {
+            let future = f();
+            wasm_bindgen_futures::future_to_promise(async move {
+                match future.await {
+                    Ok(Some(token)) => Ok(JsValue::from(token)),
+                    Ok(None) => Ok(JsValue::NULL),
+                    Err(message) => Err(JsValue::from(message)),
+                }
+            })
+        })));
+        self
+    }
+
+    /// `lastEventId`: where to start.
+    pub fn last_event_id(mut self, id: impl Into<String>) -> Self {
+        self.options.last_event_id = Some(id.into()).filter(|t| !t.is_empty());
+        self
+    }
+
+    /// `withCredentials`.
+    pub fn with_credentials(mut self, yes: bool) -> Self {
+        self.options.with_credentials = yes;
+        self
+    }
+
+    /// `autoConnect` (default true).
+    pub fn auto_connect(mut self, yes: bool) -> Self {
+        self.options.auto_connect = yes;
+        self
+    }
+
+    /// `enabled` (default true).
+    pub fn enabled(mut self, yes: bool) -> Self {
+        self.options.enabled = yes;
+        self
+    }
+
+    /// `backoff`.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.options.backoff = backoff;
+        self
+    }
+
+    /// `heartbeatTimeoutMs` (0 disables the watchdog).
+    pub fn heartbeat_timeout_ms(mut self, ms: u32) -> Self {
+        self.options.heartbeat_timeout_ms = Some(ms);
+        self
+    }
+
+    /// Creates the client; it connects at once unless `auto_connect(false)` or
+    /// `enabled(false)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] or [`Error::InvalidUrl`] naming what is wrong.
+    pub fn build(self) -> Result<Client, Error> {
+        Ok(Client {
+            core: Core::new(&self.url, self.options, self.token_source)?,
+        })
+    }
+}
+
+/// An eventwire client (Rust API). Dropping it closes the connection.
+#[derive(Debug)]
+pub struct Client {
+    core: Core,
+}
+
+/// A registered listener; dropping it removes the listener.
+#[must_use = "the listener is removed when this handle is dropped"]
+#[derive(Debug)]
+pub struct Subscription {
+    core: Weak<RefCell<Inner>>,
+    id: Option<u64>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let (Some(rc), Some(id)) = (self.core.upgrade(), self.id) {
+            Core(rc).remove_id(id);
+        }
+    }
+}
+
+impl Client {
+    /// Starts building a client for the hub's `/events` URL.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            options: Options::default(),
+            token_source: None,
+        }
+    }
+
+    fn subscribe(&self, event_type: &str, f: Rc<dyn Fn(&ClientEvent)>, once: bool) -> Subscription {
+        Subscription {
+            core: Rc::downgrade(&self.core.0),
+            id: self.core.add_listener(event_type, Listener::Rust(f), once),
+        }
+    }
+
+    /// Calls `f` for every `event_type` event: stream events (including system events asked
+    /// for by name) and lifecycle events (`open`, `statechange`, `reconnecting`, `gap`,
+    /// `error`).
+    pub fn on_event(&self, event_type: &str, f: impl Fn(&ClientEvent) + 'static) -> Subscription {
+        self.subscribe(event_type, Rc::new(f), false)
+    }
+
+    /// Like [`Client::on_event`], for the next event only.
+    pub fn once_event(&self, event_type: &str, f: impl Fn(&ClientEvent) + 'static) -> Subscription {
+        self.subscribe(event_type, Rc::new(f), true)
+    }
+
+    /// Calls `f` with each `event_type` payload decoded into `T` (JSON, or the plain string
+    /// when the payload is not JSON). Decode failures go to the `error` listeners with kind
+    /// `decode`.
+    #[cfg(feature = "typed")]
+    pub fn on<T>(&self, event_type: &str, f: impl Fn(T) + 'static) -> Subscription
+    where
+        T: serde::de::DeserializeOwned + 'static,
+    {
+        use crate::machine::{ErrorKind, Lifecycle};
+        let weak = Rc::downgrade(&self.core.0);
+        self.on_event(event_type, move |ev| {
+            let ClientEvent::Message(m) = ev else {
+                return;
+            };
+            match crate::decode::decode_typed::<T>(&m.event_type, &m.data) {
+                Ok(value) => f(value),
+                Err(e) => {
+                    if let Some(rc) = weak.upgrade() {
+                        Core(rc).dispatch(&ClientEvent::Lifecycle(Lifecycle::Error {
+                            kind: ErrorKind::Decode,
+                            message: e.to_string(),
+                        }));
+                    }
+                }
+            }
+        })
+    }
+
+    /// `readyState`.
+    pub fn ready_state(&self) -> ReadyState {
+        self.core.ready_state()
+    }
+
+    /// The hub URL, resolved against the page.
+    pub fn url(&self) -> String {
+        self.core.url()
+    }
+
+    /// Failed connection attempts since the last healthy connection.
+    pub fn reconnect_attempts(&self) -> u32 {
+        self.core.reconnect_attempts()
+    }
+
+    /// The id of the last event received.
+    pub fn last_event_id(&self) -> Option<String> {
+        self.core.last_event_id()
+    }
+
+    /// Connects (after `auto_connect(false)`, or after retries were exhausted).
+    pub fn connect(&self) {
+        self.core.connect();
+    }
+
+    /// Reconnects now and resets the backoff.
+    pub fn reconnect(&self) {
+        self.core.reconnect();
+    }
+
+    /// Ends everything; no callback runs after this.
+    pub fn close(&self) {
+        self.core.close();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.core.close();
+    }
+}

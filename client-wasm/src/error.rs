@@ -1,0 +1,134 @@
+//! The crate's error type.
+
+use crate::prelude::*;
+use crate::text::cat;
+
+/// Everything that can go wrong in the SDK, named after the cause.
+///
+/// In JavaScript these arrive as real [`Error`](https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/Error)
+/// objects whose message is this type's `Display` text ([`Error::message`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// An option has the wrong type or an out-of-range value; `option` is its path
+    /// (`backoff.factor`, `topics[2]`).
+    #[error("{}", self.message())]
+    InvalidOption {
+        /// The option's path, as the caller spelled it.
+        option: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An option that the SDK does not know (often a typo).
+    #[error("{}", self.message())]
+    UnknownOption(String),
+    /// The hub URL cannot be parsed or is not `http(s)`.
+    #[error("{}", self.message())]
+    InvalidUrl(String),
+    /// An event's data could not be decoded into the listener's type.
+    #[error("{}", self.message())]
+    Decode {
+        /// The event type.
+        event: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A browser API failed (no `window`, `EventSource` missing, a token function that threw).
+    #[error("{}", self.message())]
+    Browser(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidOption`].
+    pub(crate) fn option(option: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidOption {
+            option: option.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The message (the `Display` text), built without `core::fmt` so that the JavaScript
+    /// build, which turns errors into JS `Error`s, carries no formatting machinery.
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidOption { option, reason } => {
+                cat(&["eventwire: invalid option `", option, "`: ", reason])
+            }
+            Self::UnknownOption(option) => cat(&["eventwire: unknown option `", option, "`"]),
+            Self::InvalidUrl(reason) => cat(&["eventwire: invalid option `url`: ", reason]),
+            Self::Decode { event, reason } => {
+                cat(&["eventwire: cannot decode `", event, "` event: ", reason])
+            }
+            Self::Browser(reason) => cat(&["eventwire: ", reason]),
+        }
+    }
+}
+
+impl Error {
+    /// The machine-readable kind, set as the JavaScript error's `type` property (the npm
+    /// package turns it into an `EventwireError`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidOption { .. } => "invalid_option",
+            Self::UnknownOption(_) => "unknown_option",
+            Self::InvalidUrl(_) => "invalid_url",
+            Self::Decode { .. } => "decode",
+            Self::Browser(_) => "browser",
+        }
+    }
+
+    /// The option at fault, if any (`url` for a bad URL).
+    pub fn option_name(&self) -> Option<&str> {
+        match self {
+            Self::InvalidOption { option, .. } | Self::UnknownOption(option) => Some(option),
+            Self::InvalidUrl(_) => Some("url"),
+            Self::Decode { .. } | Self::Browser(_) => None,
+        }
+    }
+}
+
+impl From<Error> for wasm_bindgen::JsValue {
+    fn from(error: Error) -> Self {
+        let js = js_sys::Error::new(&error.message());
+        // Setting a property on a fresh Error object cannot fail.
+        let _ = js_sys::Reflect::set(&js, &"type".into(), &error.kind().into());
+        if let Some(option) = error.option_name() {
+            let _ = js_sys::Reflect::set(&js, &"option".into(), &option.into());
+        }
+        js.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_cause() {
+        let cases = [
+            (
+                Error::option("backoff.factor", "must be at least 1"),
+                "eventwire: invalid option `backoff.factor`: must be at least 1",
+            ),
+            (
+                Error::UnknownOption("topic".into()),
+                "eventwire: unknown option `topic`",
+            ),
+            (
+                Error::InvalidUrl("the URL is empty".into()),
+                "eventwire: invalid option `url`: the URL is empty",
+            ),
+            (
+                Error::Decode {
+                    event: "order".into(),
+                    reason: "missing field `id`".into(),
+                },
+                "eventwire: cannot decode `order` event: missing field `id`",
+            ),
+            (Error::Browser("no window".into()), "eventwire: no window"),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.message(), text);
+            assert_eq!(error.to_string(), text);
+        }
+    }
+}

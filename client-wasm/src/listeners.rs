@@ -1,0 +1,198 @@
+//! The listener registry: which listener wants which event type, `once` listeners, ids for
+//! removal. Generic over the listener so it is tested natively; the browser glue stores JS
+//! functions and Rust closures in it.
+//!
+//! Listeners live here, not on the `EventSource`: a new `EventSource` after a reconnect gets
+//! one dispatcher per type, so every listener stays attached across every reconnect, and
+//! listeners added before the connection opens are simply waiting here.
+//!
+//! ```
+//! use eventwire_client::listeners::Registry;
+//!
+//! let mut r = Registry::default();
+//! let id = r.add("notification", "a", false);
+//! r.add("notification", "b", true);
+//! assert_eq!(r.take_for_dispatch("notification").len(), 2);
+//! assert_eq!(r.take_for_dispatch("notification").len(), 1); // the `once` one is gone
+//! assert!(r.remove(id));
+//! ```
+
+use crate::prelude::*;
+
+/// One registered listener.
+#[derive(Debug, Clone)]
+struct Entry<L> {
+    id: u64,
+    event_type: String,
+    listener: L,
+    once: bool,
+}
+
+/// Listeners by event type, in the order they were added.
+#[derive(Debug, Clone)]
+pub struct Registry<L> {
+    next_id: u64,
+    entries: Vec<Entry<L>>,
+}
+
+impl<L> Default for Registry<L> {
+    fn default() -> Self {
+        Self {
+            next_id: 1,
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<L: Clone> Registry<L> {
+    /// Adds a listener; returns its id.
+    pub fn add(&mut self, event_type: &str, listener: L, once: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.push(Entry {
+            id,
+            event_type: event_type.to_owned(),
+            listener,
+            once,
+        });
+        id
+    }
+
+    /// Adds a listener unless `same` says it is already registered for this type
+    /// ([`EventTarget`](https://developer.mozilla.org/en-US/docs/Web/API/EventTarget/addEventListener)
+    /// semantics). Returns the new id, or `None` for a duplicate.
+    pub fn add_unique(
+        &mut self,
+        event_type: &str,
+        listener: L,
+        once: bool,
+        same: impl Fn(&L, &L) -> bool,
+    ) -> Option<u64> {
+        let duplicate = self
+            .entries
+            .iter()
+            .any(|e| e.event_type == event_type && same(&e.listener, &listener));
+        (!duplicate).then(|| self.add(event_type, listener, once))
+    }
+
+    /// Removes the listener with this id; false when there was none.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.id != id);
+        self.entries.len() != before
+    }
+
+    /// Removes the first listener of `event_type` for which `matches` is true.
+    pub fn remove_where(&mut self, event_type: &str, matches: impl Fn(&L) -> bool) -> bool {
+        match self
+            .entries
+            .iter()
+            .position(|e| e.event_type == event_type && matches(&e.listener))
+        {
+            Some(pos) => {
+                self.entries.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a listener with this id is still registered.
+    pub fn contains(&self, id: u64) -> bool {
+        self.entries.iter().any(|e| e.id == id)
+    }
+
+    /// The listeners for `event_type` as `(id, listener, once)`, in order; `once` listeners
+    /// are removed as they are handed out.
+    pub fn take_for_dispatch(&mut self, event_type: &str) -> Vec<(u64, L, bool)> {
+        let out = self
+            .entries
+            .iter()
+            .filter(|e| e.event_type == event_type)
+            .map(|e| (e.id, e.listener.clone(), e.once))
+            .collect();
+        self.entries
+            .retain(|e| !(e.once && e.event_type == event_type));
+        out
+    }
+
+    /// The distinct event types that have listeners.
+    pub fn types(&self) -> Vec<String> {
+        let mut types: Vec<String> = Vec::new();
+        for e in &self.entries {
+            if !types.contains(&e.event_type) {
+                types.push(e.event_type.clone());
+            }
+        }
+        types
+    }
+
+    /// Number of listeners.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes every listener.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_order_and_once() {
+        let mut r = Registry::default();
+        r.add("a", 1, false);
+        r.add("b", 2, false);
+        r.add("a", 3, true);
+        r.add("a", 4, false);
+        let got: Vec<_> = r
+            .take_for_dispatch("a")
+            .into_iter()
+            .map(|(_, l, _)| l)
+            .collect();
+        assert_eq!(got, [1, 3, 4]);
+        let got: Vec<_> = r
+            .take_for_dispatch("a")
+            .into_iter()
+            .map(|(_, l, _)| l)
+            .collect();
+        assert_eq!(got, [1, 4]);
+        assert_eq!(r.len(), 3);
+        assert!(r.take_for_dispatch("zzz").is_empty());
+    }
+
+    #[test]
+    fn duplicates_are_ignored_per_type() {
+        let mut r = Registry::default();
+        assert!(r.add_unique("a", 1, false, |x, y| x == y).is_some());
+        assert!(r.add_unique("a", 1, false, |x, y| x == y).is_none());
+        assert!(r.add_unique("b", 1, false, |x, y| x == y).is_some());
+        assert_eq!(r.types(), ["a", "b"]);
+    }
+
+    #[test]
+    fn removal_by_id_and_by_value() {
+        let mut r = Registry::default();
+        let id = r.add("a", 1, false);
+        r.add("a", 2, false);
+        assert!(r.contains(id));
+        assert!(r.remove(id));
+        assert!(!r.remove(id));
+        assert!(!r.contains(id));
+        assert!(!r.remove_where("b", |l| *l == 2));
+        assert!(r.remove_where("a", |l| *l == 2));
+        assert!(r.is_empty());
+        r.add("x", 9, false);
+        r.clear();
+        assert!(r.is_empty());
+    }
+}

@@ -1,0 +1,1045 @@
+//! The reconnect state machine: every decision the client makes, with no browser APIs.
+//!
+//! The browser glue feeds it [`Input`]s (what happened) and carries out the [`Command`]s it
+//! answers (what to do). Time and randomness come in from outside, so every path is tested
+//! natively.
+//!
+//! Rules it implements (see the crate docs):
+//! - while the `EventSource` is retrying by itself (`error` with readyState CONNECTING) it
+//!   leaves it alone; at CLOSED it waits the backoff delay and opens a new one, carrying the
+//!   last event id as the `lastEventId` query parameter;
+//! - after `maxAttempts` failed attempts it ends CLOSED with `retries_exhausted`; attempts
+//!   reset once a connection has stayed open for [`HEALTHY_AFTER_MS`];
+//! - `__shutdown` / `__error` close the stream and reconnect after the hinted delay;
+//! - `online`, or a hidden page made visible while the connection is down, reconnect at once;
+//! - the watchdog treats a connection that received nothing for the heartbeat timeout as dead;
+//!   every connection asks for `__heartbeat` events (`heartbeat=event`), and the default
+//!   timeout is armed as soon as `__connected` confirms them (`heartbeatEvent: true`).
+//!
+//! ```
+//! use eventwire_client::machine::{Command, Input, Machine};
+//! use eventwire_client::options::Options;
+//!
+//! let mut m = Machine::new("http://hub/events".into(), Options::default(), 1);
+//! let cmds = m.handle(Input::Connect);
+//! assert!(cmds.iter().any(|c| matches!(c, Command::OpenSource { .. })));
+//! ```
+
+use crate::prelude::*;
+use crate::{
+    decode::millis_hint,
+    options::Options,
+    text::{cat, push_uint},
+    url::with_query,
+};
+
+/// A connection that stayed open this long resets the attempt counter.
+pub const HEALTHY_AFTER_MS: f64 = 10_000.0;
+
+/// Default watchdog: this many heartbeat intervals without any data.
+pub const WATCHDOG_HEARTBEATS: f64 = 2.5;
+
+/// The client's `readyState`, with [`EventSource`](https://developer.mozilla.org/en-US/docs/Web/API/EventSource/readyState)'s numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyState {
+    /// 0: connecting, or waiting to reconnect.
+    Connecting = 0,
+    /// 1: open.
+    Open = 1,
+    /// 2: closed (not started, closed by the app, or retries exhausted).
+    Closed = 2,
+}
+
+impl ReadyState {
+    /// From an `EventSource.readyState` number.
+    pub fn from_number(n: u16) -> Self {
+        match n {
+            0 => Self::Connecting,
+            1 => Self::Open,
+            _ => Self::Closed,
+        }
+    }
+}
+
+/// The `kind` of an `error` lifecycle event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The connection failed or was lost.
+    Connection,
+    /// A payload could not be decoded.
+    Decode,
+    /// `maxAttempts` reconnects failed; the client is CLOSED.
+    RetriesExhausted,
+    /// The hub ended the stream on purpose (`__error`) or reported an error.
+    Server,
+}
+
+impl ErrorKind {
+    /// The string JavaScript sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connection => "connection",
+            Self::Decode => "decode",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::Server => "server",
+        }
+    }
+}
+
+/// A lifecycle event for listeners.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lifecycle {
+    /// `open`.
+    Open,
+    /// `statechange` with the new `readyState`.
+    StateChange(ReadyState),
+    /// `reconnecting`: retry `attempt` starts in `delay_ms`.
+    Reconnecting {
+        /// 1-based retry number.
+        attempt: u32,
+        /// Delay before it, in milliseconds.
+        delay_ms: u32,
+    },
+    /// `error`.
+    Error {
+        /// What failed.
+        kind: ErrorKind,
+        /// A human-readable message.
+        message: String,
+    },
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The app called `connect()`.
+    Connect,
+    /// The app called `reconnect()`: reconnect now, reset the backoff.
+    Reconnect,
+    /// The app called `close()`.
+    Close,
+    /// The token for connection `seq` is ready (`Ok(None)`: no token), or `getToken` failed.
+    TokenReady {
+        /// The `seq` of the [`Command::FetchToken`] it answers.
+        seq: u64,
+        /// The token, or the failure's message.
+        token: Result<Option<String>, String>,
+    },
+    /// The `EventSource` fired `open`.
+    Opened {
+        /// Current time in ms (any monotonic origin).
+        now_ms: f64,
+    },
+    /// The `EventSource` fired `error`; `ready_state` is its readyState at that moment.
+    SourceError {
+        /// The `EventSource`'s readyState.
+        ready_state: ReadyState,
+        /// Current time in ms.
+        now_ms: f64,
+    },
+    /// Any event arrived on the stream; `id` is its `lastEventId` when it had one.
+    Activity {
+        /// The event's id (application events only; system events carry none).
+        id: Option<String>,
+    },
+    /// `__connected` arrived with this `heartbeatSecs` and `heartbeatEvent`.
+    Connected {
+        /// The hub's heartbeat interval in seconds.
+        heartbeat_secs: Option<f64>,
+        /// Whether this connection's heartbeats come as `__heartbeat` events (visible to
+        /// `EventSource`) rather than SSE comments (invisible). A hub that predates the field
+        /// sends none: `false`.
+        heartbeat_event: bool,
+    },
+    /// `__shutdown` (`server: false`) or `__error` (`server: true`) arrived.
+    Ended {
+        /// The hinted delay (`retryMs`).
+        retry_ms: Option<f64>,
+        /// True for `__error`.
+        server: bool,
+        /// The hub's message.
+        message: String,
+        /// Current time in ms.
+        now_ms: f64,
+    },
+    /// The watchdog timer fired.
+    WatchdogFired {
+        /// Current time in ms.
+        now_ms: f64,
+    },
+    /// The retry timer fired.
+    RetryTimerFired,
+    /// The window fired `online`.
+    Online,
+    /// The page became visible.
+    Visible,
+}
+
+/// Something to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Get a token (call `getToken`), then answer [`Input::TokenReady`] with this `seq`.
+    FetchToken {
+        /// Identifies this attempt; stale answers are ignored.
+        seq: u64,
+    },
+    /// Drop any current `EventSource` and open a new one on `url`.
+    OpenSource {
+        /// The full `/events` URL with its query parameters.
+        url: String,
+    },
+    /// Close and drop the current `EventSource` (and its listeners).
+    CloseSource,
+    /// (Re)arm the retry timer.
+    SetRetryTimer {
+        /// Delay in ms.
+        ms: u32,
+    },
+    /// Clear the retry timer.
+    ClearRetryTimer,
+    /// (Re)arm the watchdog.
+    SetWatchdog {
+        /// Delay in ms.
+        ms: u32,
+    },
+    /// Clear the watchdog.
+    ClearWatchdog,
+    /// Tell listeners.
+    Emit(Lifecycle),
+}
+
+/// Where the client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not started (`autoConnect: false` or `enabled: false`).
+    Idle,
+    /// Fetching a token, or the `EventSource` is connecting (or retrying by itself).
+    Connecting,
+    /// Open.
+    Open,
+    /// Waiting for the retry timer.
+    Waiting,
+    /// Closed by the app or after retries were exhausted.
+    Closed,
+}
+
+/// The state machine. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    base_url: String,
+    options: Options,
+    phase: Phase,
+    ready_state: ReadyState,
+    attempts: u32,
+    seq: u64,
+    last_event_id: Option<String>,
+    opened_at: Option<f64>,
+    /// The heartbeat interval announced by the last `__connected`.
+    heartbeat_ms: Option<u32>,
+    /// Whether the last `__connected` confirmed `__heartbeat` events.
+    heartbeat_event: bool,
+    rng: u64,
+}
+
+impl Machine {
+    /// A machine for `base_url` (already resolved) and `options`; `seed` seeds the jitter.
+    pub fn new(base_url: String, options: Options, seed: u64) -> Self {
+        let last_event_id = options.last_event_id.clone();
+        Self {
+            base_url,
+            options,
+            phase: Phase::Idle,
+            ready_state: ReadyState::Closed,
+            attempts: 0,
+            seq: 0,
+            last_event_id,
+            opened_at: None,
+            heartbeat_ms: None,
+            heartbeat_event: false,
+            rng: seed | 1,
+        }
+    }
+
+    /// What the app asked for when the client was created: connect at once?
+    pub fn wants_auto_connect(&self) -> bool {
+        self.options.auto_connect && self.options.enabled
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The `readyState` apps see.
+    pub fn ready_state(&self) -> ReadyState {
+        self.ready_state
+    }
+
+    /// Failed attempts since the last healthy connection.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The last event id received (or the `lastEventId` option).
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_deref()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Whether `seq` is the connection attempt currently waiting for its token.
+    pub fn is_current(&self, seq: u64) -> bool {
+        seq == self.seq && self.phase == Phase::Connecting
+    }
+
+    /// Feeds one input; returns what to do, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Command> {
+        let mut out = Vec::new();
+        match input {
+            Input::Connect => {
+                if !self.options.enabled {
+                    return out;
+                }
+                match self.phase {
+                    Phase::Idle | Phase::Closed => {
+                        self.attempts = 0;
+                        self.start(&mut out);
+                    }
+                    Phase::Waiting => self.start(&mut out),
+                    Phase::Connecting | Phase::Open => {}
+                }
+            }
+            Input::Reconnect => {
+                if !self.options.enabled {
+                    return out;
+                }
+                self.attempts = 0;
+                out.push(Command::CloseSource);
+                self.start(&mut out);
+            }
+            Input::Close => {
+                if self.phase != Phase::Closed {
+                    self.phase = Phase::Closed;
+                    out.extend([
+                        Command::CloseSource,
+                        Command::ClearRetryTimer,
+                        Command::ClearWatchdog,
+                    ]);
+                    self.set_state(ReadyState::Closed, &mut out);
+                }
+            }
+            Input::TokenReady { seq, token } => {
+                if !self.is_current(seq) {
+                    return out;
+                }
+                match token {
+                    Ok(token) => self.open_source(token, &mut out),
+                    Err(message) => self.lost(
+                        None,
+                        ErrorKind::Connection,
+                        cat(&["getToken failed: ", &message]),
+                        None,
+                        &mut out,
+                    ),
+                }
+            }
+            Input::Opened { now_ms } => {
+                if self.phase != Phase::Connecting {
+                    return out;
+                }
+                self.phase = Phase::Open;
+                self.opened_at = Some(now_ms);
+                self.set_state(ReadyState::Open, &mut out);
+                out.push(Command::Emit(Lifecycle::Open));
+                self.arm_watchdog(&mut out);
+            }
+            Input::SourceError {
+                ready_state,
+                now_ms,
+            } => match (self.phase, ready_state) {
+                (Phase::Open | Phase::Connecting, ReadyState::Connecting) => {
+                    // The browser reconnects by itself (and sends Last-Event-ID): leave it.
+                    self.phase = Phase::Connecting;
+                    self.note_health(now_ms);
+                    self.set_state(ReadyState::Connecting, &mut out);
+                    out.push(Command::Emit(Lifecycle::Error {
+                        kind: ErrorKind::Connection,
+                        message: "connection lost; the browser is reconnecting".into(),
+                    }));
+                }
+                (Phase::Open | Phase::Connecting, _) => self.lost(
+                    Some(now_ms),
+                    ErrorKind::Connection,
+                    "connection failed".into(),
+                    None,
+                    &mut out,
+                ),
+                _ => {}
+            },
+            Input::Activity { id } => {
+                if let Some(id) = id.filter(|id| !id.is_empty()) {
+                    self.last_event_id = Some(id);
+                }
+                if matches!(self.phase, Phase::Open | Phase::Connecting) {
+                    self.arm_watchdog(&mut out);
+                }
+            }
+            Input::Connected {
+                heartbeat_secs,
+                heartbeat_event,
+            } => {
+                self.heartbeat_ms = millis_hint(heartbeat_secs.map(|s| s * 1000.0));
+                self.heartbeat_event = heartbeat_event;
+                if matches!(self.phase, Phase::Open | Phase::Connecting) {
+                    self.arm_watchdog(&mut out);
+                }
+            }
+            Input::Ended {
+                retry_ms,
+                server,
+                message,
+                now_ms,
+            } => {
+                if matches!(self.phase, Phase::Open | Phase::Connecting) {
+                    let kind = if server {
+                        ErrorKind::Server
+                    } else {
+                        ErrorKind::Connection
+                    };
+                    let delay =
+                        millis_hint(retry_ms).unwrap_or(self.options.backoff.initial_delay_ms);
+                    self.lost(Some(now_ms), kind, message, Some(delay), &mut out);
+                }
+            }
+            Input::WatchdogFired { now_ms } => {
+                if matches!(self.phase, Phase::Open | Phase::Connecting) {
+                    let mut message = String::from("no data for ");
+                    push_uint(&mut message, self.watchdog_ms().unwrap_or(0).into());
+                    message.push_str(" ms (watchdog): connection treated as dead");
+                    self.lost(Some(now_ms), ErrorKind::Connection, message, None, &mut out);
+                }
+            }
+            Input::RetryTimerFired => {
+                if self.phase == Phase::Waiting {
+                    self.start(&mut out);
+                }
+            }
+            Input::Online | Input::Visible => {
+                if self.phase == Phase::Waiting {
+                    out.push(Command::ClearRetryTimer);
+                    self.start(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The watchdog delay in force, if any.
+    pub fn watchdog_ms(&self) -> Option<u32> {
+        match self.options.heartbeat_timeout_ms {
+            Some(0) => None,
+            Some(ms) => Some(ms),
+            // Every connection asks for `__heartbeat` events; the default watchdog runs when
+            // `__connected` confirms them. Comment heartbeats (`: heartbeat`, from a hub that
+            // ignores `heartbeat=event`) are invisible to EventSource: an idle stream would
+            // look dead, so then there is no default watchdog. Until the first `__connected`
+            // nothing is known; later connections start with the last one's answer, which
+            // also catches a stream that stalls before its `__connected`.
+            None if self.heartbeat_event => self
+                .heartbeat_ms
+                .map(|hb| crate::num::round(f64::from(hb) * WATCHDOG_HEARTBEATS) as u32),
+            None => None,
+        }
+    }
+
+    fn arm_watchdog(&self, out: &mut Vec<Command>) {
+        match self.watchdog_ms() {
+            Some(ms) => out.push(Command::SetWatchdog { ms }),
+            None => out.push(Command::ClearWatchdog),
+        }
+    }
+
+    fn set_state(&mut self, state: ReadyState, out: &mut Vec<Command>) {
+        if self.ready_state != state {
+            self.ready_state = state;
+            out.push(Command::Emit(Lifecycle::StateChange(state)));
+        }
+    }
+
+    /// Starts a connection attempt: token first, then the source.
+    fn start(&mut self, out: &mut Vec<Command>) {
+        self.phase = Phase::Connecting;
+        self.seq += 1;
+        self.opened_at = None;
+        self.set_state(ReadyState::Connecting, out);
+        if self.options.has_get_token {
+            out.push(Command::FetchToken { seq: self.seq });
+        } else {
+            let token = self.options.token.clone();
+            self.open_source(token, out);
+        }
+    }
+
+    fn open_source(&mut self, token: Option<String>, out: &mut Vec<Command>) {
+        let topics = comma_list(&self.options.topics);
+        let events = comma_list(&self.options.events);
+        let params = [
+            ("clientId", self.options.client_id.as_deref().unwrap_or("")),
+            ("topics", topics.as_str()),
+            ("events", events.as_str()),
+            ("lastEventId", self.last_event_id.as_deref().unwrap_or("")),
+            ("token", token.as_deref().unwrap_or("")),
+            // Page code never sees SSE comments: ask for heartbeats the watchdog can see.
+            ("heartbeat", "event"),
+        ];
+        out.push(Command::OpenSource {
+            url: with_query(&self.base_url, &params),
+        });
+        self.arm_watchdog(out);
+    }
+
+    fn note_health(&mut self, now_ms: f64) {
+        if let Some(opened) = self.opened_at.take() {
+            if now_ms - opened >= HEALTHY_AFTER_MS {
+                self.attempts = 0;
+            }
+        }
+    }
+
+    /// The connection is gone: close it, then retry after `delay` (or the backoff), or give up.
+    fn lost(
+        &mut self,
+        now_ms: Option<f64>,
+        kind: ErrorKind,
+        message: String,
+        delay: Option<u32>,
+        out: &mut Vec<Command>,
+    ) {
+        if let Some(now) = now_ms {
+            self.note_health(now);
+        }
+        self.opened_at = None;
+        out.extend([Command::CloseSource, Command::ClearWatchdog]);
+        out.push(Command::Emit(Lifecycle::Error { kind, message }));
+        self.attempts = self.attempts.saturating_add(1);
+        let backoff = self.options.backoff;
+        let random = self.random();
+        let delay = match backoff.delay_ms(self.attempts, random) {
+            Some(backoff_delay) => delay.unwrap_or(backoff_delay),
+            None => {
+                self.phase = Phase::Closed;
+                self.set_state(ReadyState::Closed, out);
+                let mut message = String::from("gave up after ");
+                push_uint(&mut message, self.attempts.saturating_sub(1).into());
+                message.push_str(" failed attempts");
+                out.push(Command::Emit(Lifecycle::Error {
+                    kind: ErrorKind::RetriesExhausted,
+                    message,
+                }));
+                return;
+            }
+        };
+        self.phase = Phase::Waiting;
+        self.set_state(ReadyState::Connecting, out);
+        out.push(Command::Emit(Lifecycle::Reconnecting {
+            attempt: self.attempts,
+            delay_ms: delay,
+        }));
+        out.push(Command::SetRetryTimer { ms: delay });
+    }
+
+    /// xorshift64*: enough for jitter, deterministic for tests.
+    fn random(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `items` joined with commas (by hand: `[String]::join` is ~1 KB of wasm).
+fn comma_list(items: &[String]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::Backoff;
+
+    fn opts() -> Options {
+        Options {
+            backoff: Backoff {
+                initial_delay_ms: 100,
+                factor: 2.0,
+                max_delay_ms: 1_000,
+                max_attempts: 3,
+                jitter: 0.0,
+            },
+            ..Options::default()
+        }
+    }
+
+    fn machine(o: Options) -> Machine {
+        Machine::new("http://hub/events".into(), o, 7)
+    }
+
+    fn url_of(cmds: &[Command]) -> Option<String> {
+        cmds.iter().find_map(|c| match c {
+            Command::OpenSource { url } => Some(url.clone()),
+            _ => None,
+        })
+    }
+
+    fn emits(cmds: &[Command]) -> Vec<Lifecycle> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Emit(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn open(m: &mut Machine, now: f64) {
+        let _ = m.handle(Input::Connect);
+        let _ = m.handle(Input::Opened { now_ms: now });
+    }
+
+    #[test]
+    fn connects_with_query_parameters() {
+        let mut m = machine(Options {
+            client_id: Some("c 1".into()),
+            topics: vec!["a".into(), "b".into()],
+            events: vec!["x".into()],
+            token: Some("tok".into()),
+            last_event_id: Some("5".into()),
+            ..opts()
+        });
+        let cmds = m.handle(Input::Connect);
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some(
+                "http://hub/events?clientId=c%201&topics=a%2Cb&events=x&lastEventId=5&token=tok\
+                 &heartbeat=event"
+            )
+        );
+        assert_eq!(
+            emits(&cmds),
+            [Lifecycle::StateChange(ReadyState::Connecting)]
+        );
+        let cmds = m.handle(Input::Opened { now_ms: 0.0 });
+        assert_eq!(
+            emits(&cmds),
+            [Lifecycle::StateChange(ReadyState::Open), Lifecycle::Open]
+        );
+        assert_eq!(m.ready_state(), ReadyState::Open);
+    }
+
+    #[test]
+    fn get_token_runs_before_every_connect_and_stale_answers_are_ignored() {
+        let mut m = machine(Options {
+            has_get_token: true,
+            ..opts()
+        });
+        let cmds = m.handle(Input::Connect);
+        assert_eq!(cmds.last(), Some(&Command::FetchToken { seq: 1 }));
+        assert!(url_of(&cmds).is_none());
+        let cmds = m.handle(Input::TokenReady {
+            seq: 1,
+            token: Ok(Some("t1".into())),
+        });
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?token=t1&heartbeat=event")
+        );
+        let _ = m.handle(Input::Opened { now_ms: 0.0 });
+        let cmds = m.handle(Input::Reconnect);
+        assert_eq!(cmds.last(), Some(&Command::FetchToken { seq: 2 }));
+        // An answer to the old attempt changes nothing.
+        assert!(m
+            .handle(Input::TokenReady {
+                seq: 1,
+                token: Ok(Some("old".into()))
+            })
+            .is_empty());
+        // A failing getToken counts as a failed attempt.
+        let cmds = m.handle(Input::TokenReady {
+            seq: 2,
+            token: Err("boom".into()),
+        });
+        assert!(emits(&cmds).contains(&Lifecycle::Reconnecting {
+            attempt: 1,
+            delay_ms: 100
+        }));
+    }
+
+    #[test]
+    fn browser_retry_is_left_alone() {
+        let mut m = machine(opts());
+        open(&mut m, 0.0);
+        let cmds = m.handle(Input::SourceError {
+            ready_state: ReadyState::Connecting,
+            now_ms: 50.0,
+        });
+        assert!(!cmds.contains(&Command::CloseSource));
+        assert!(!cmds
+            .iter()
+            .any(|c| matches!(c, Command::SetRetryTimer { .. })));
+        assert_eq!(m.ready_state(), ReadyState::Connecting);
+        assert_eq!(m.attempts(), 0);
+        // The browser gets through: open again.
+        let cmds = m.handle(Input::Opened { now_ms: 60.0 });
+        assert!(emits(&cmds).contains(&Lifecycle::Open));
+    }
+
+    #[test]
+    fn closed_source_backs_off_then_gives_up() {
+        let mut m = machine(opts());
+        let _ = m.handle(Input::Connect);
+        let mut delays = Vec::new();
+        for i in 0..3 {
+            let cmds = m.handle(Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: f64::from(i),
+            });
+            assert_eq!(cmds.first(), Some(&Command::CloseSource));
+            let timer = cmds.iter().find_map(|c| match c {
+                Command::SetRetryTimer { ms } => Some(*ms),
+                _ => None,
+            });
+            delays.extend(timer);
+            assert_eq!(m.phase(), Phase::Waiting);
+            assert_eq!(m.ready_state(), ReadyState::Connecting);
+            let cmds = m.handle(Input::RetryTimerFired);
+            assert!(url_of(&cmds).is_some());
+        }
+        assert_eq!(delays, [100, 200, 400]);
+        let cmds = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 5.0,
+        });
+        let e = emits(&cmds);
+        assert!(e.contains(&Lifecycle::StateChange(ReadyState::Closed)));
+        assert!(e.contains(&Lifecycle::Error {
+            kind: ErrorKind::RetriesExhausted,
+            message: "gave up after 3 failed attempts".into()
+        }));
+        assert_eq!(m.phase(), Phase::Closed);
+        // The app can start again with connect().
+        let cmds = m.handle(Input::Connect);
+        assert!(url_of(&cmds).is_some());
+        assert_eq!(m.attempts(), 0);
+    }
+
+    #[test]
+    fn reconnect_carries_the_last_event_id() {
+        let mut m = machine(opts());
+        open(&mut m, 0.0);
+        let _ = m.handle(Input::Activity {
+            id: Some("41".into()),
+        });
+        let _ = m.handle(Input::Activity { id: None });
+        let _ = m.handle(Input::Activity {
+            id: Some("42".into()),
+        });
+        assert_eq!(m.last_event_id(), Some("42"));
+        let _ = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 1.0,
+        });
+        let cmds = m.handle(Input::RetryTimerFired);
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?lastEventId=42&heartbeat=event")
+        );
+    }
+
+    #[test]
+    fn attempts_reset_after_a_healthy_connection_only() {
+        let mut m = machine(opts());
+        open(&mut m, 0.0);
+        let _ = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 10.0,
+        });
+        assert_eq!(m.attempts(), 1);
+        let _ = m.handle(Input::RetryTimerFired);
+        let _ = m.handle(Input::Opened { now_ms: 100.0 });
+        // Short-lived: the count goes on.
+        let _ = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 200.0,
+        });
+        assert_eq!(m.attempts(), 2);
+        let _ = m.handle(Input::RetryTimerFired);
+        let _ = m.handle(Input::Opened { now_ms: 1_000.0 });
+        let cmds = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 1_000.0 + HEALTHY_AFTER_MS,
+        });
+        assert_eq!(m.attempts(), 1);
+        assert!(emits(&cmds).contains(&Lifecycle::Reconnecting {
+            attempt: 1,
+            delay_ms: 100
+        }));
+    }
+
+    #[test]
+    fn shutdown_and_server_error_use_the_hinted_delay() {
+        let mut m = machine(opts());
+        open(&mut m, 0.0);
+        let cmds = m.handle(Input::Ended {
+            retry_ms: Some(1234.0),
+            server: false,
+            message: "hub shutting down".into(),
+            now_ms: 5.0,
+        });
+        assert_eq!(cmds.first(), Some(&Command::CloseSource));
+        assert!(cmds.contains(&Command::SetRetryTimer { ms: 1234 }));
+        let _ = m.handle(Input::RetryTimerFired);
+        let _ = m.handle(Input::Opened { now_ms: 10.0 });
+        let cmds = m.handle(Input::Ended {
+            retry_ms: None,
+            server: true,
+            message: "slow consumer".into(),
+            now_ms: 20.0,
+        });
+        assert!(emits(&cmds).contains(&Lifecycle::Error {
+            kind: ErrorKind::Server,
+            message: "slow consumer".into()
+        }));
+        assert!(cmds.contains(&Command::SetRetryTimer { ms: 100 }));
+    }
+
+    #[test]
+    fn close_is_final_and_silences_everything() {
+        let mut m = machine(opts());
+        open(&mut m, 0.0);
+        let cmds = m.handle(Input::Close);
+        assert!(cmds.contains(&Command::CloseSource));
+        assert!(cmds.contains(&Command::ClearRetryTimer));
+        assert!(cmds.contains(&Command::ClearWatchdog));
+        assert_eq!(m.ready_state(), ReadyState::Closed);
+        for input in [
+            Input::Opened { now_ms: 1.0 },
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 1.0,
+            },
+            Input::RetryTimerFired,
+            Input::WatchdogFired { now_ms: 1.0 },
+            Input::Online,
+            Input::Visible,
+            Input::Close,
+        ] {
+            assert!(m.handle(input.clone()).is_empty(), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn online_and_visible_skip_the_wait() {
+        let mut m = machine(opts());
+        open(&mut m, 0.0);
+        // Nothing to do while open.
+        assert!(m.handle(Input::Online).is_empty());
+        assert!(m.handle(Input::Visible).is_empty());
+        let _ = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 1.0,
+        });
+        let cmds = m.handle(Input::Online);
+        assert_eq!(cmds.first(), Some(&Command::ClearRetryTimer));
+        assert!(url_of(&cmds).is_some());
+        let _ = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 2.0,
+        });
+        assert!(url_of(&m.handle(Input::Visible)).is_some());
+    }
+
+    fn connected(heartbeat_secs: f64, heartbeat_event: bool) -> Input {
+        Input::Connected {
+            heartbeat_secs: Some(heartbeat_secs),
+            heartbeat_event,
+        }
+    }
+
+    #[test]
+    fn every_connection_asks_for_heartbeat_events() {
+        let mut m = machine(opts());
+        let cmds = m.handle(Input::Connect);
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?heartbeat=event")
+        );
+        let _ = m.handle(Input::Opened { now_ms: 0.0 });
+        let _ = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 1.0,
+        });
+        // Backoff retry, online, reconnect(): every URL asks again.
+        let retry = url_of(&m.handle(Input::RetryTimerFired)).unwrap_or_default();
+        let _ = m.handle(Input::SourceError {
+            ready_state: ReadyState::Closed,
+            now_ms: 2.0,
+        });
+        let online = url_of(&m.handle(Input::Online)).unwrap_or_default();
+        let manual = url_of(&m.handle(Input::Reconnect)).unwrap_or_default();
+        for url in [retry, online, manual] {
+            assert!(url.ends_with("?heartbeat=event"), "{url}");
+        }
+        // With getToken the URL is built after the token arrives: still asked for.
+        let mut t = machine(Options {
+            has_get_token: true,
+            ..opts()
+        });
+        let _ = t.handle(Input::Connect);
+        let cmds = t.handle(Input::TokenReady {
+            seq: 1,
+            token: Ok(Some("t".into())),
+        });
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?token=t&heartbeat=event")
+        );
+    }
+
+    #[test]
+    fn watchdog_arms_at_two_and_a_half_heartbeats_as_soon_as_connected_confirms_events() {
+        let mut m = machine(opts());
+        // Before any `__connected` nothing is known: no default watchdog.
+        let cmds = m.handle(Input::Connect);
+        assert!(cmds.contains(&Command::ClearWatchdog), "{cmds:?}");
+        assert!(!cmds
+            .iter()
+            .any(|c| matches!(c, Command::SetWatchdog { .. })));
+        let cmds = m.handle(Input::Opened { now_ms: 0.0 });
+        assert!(!cmds
+            .iter()
+            .any(|c| matches!(c, Command::SetWatchdog { .. })));
+        // Armed by `__connected` itself: no `__heartbeat` has to arrive first.
+        let cmds = m.handle(connected(2.0, true));
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
+        // Any event (a `__heartbeat` or an application event) re-arms it.
+        let cmds = m.handle(Input::Activity { id: None });
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
+        let cmds = m.handle(Input::Activity {
+            id: Some("1".into()),
+        });
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
+        let cmds = m.handle(Input::WatchdogFired { now_ms: 9.0 });
+        assert_eq!(cmds.first(), Some(&Command::CloseSource));
+        assert!(emits(&cmds).iter().any(|l| matches!(
+            l,
+            Lifecycle::Error { kind: ErrorKind::Connection, message }
+                if message.contains("watchdog") && message.contains("5000 ms")
+        )));
+        // The next connection is watched from the start, with the last `__connected`'s
+        // answer: a stream that stalls before its `__connected` is caught too.
+        let cmds = m.handle(Input::RetryTimerFired);
+        assert!(cmds.contains(&Command::SetWatchdog { ms: 5_000 }));
+        let _ = m.handle(Input::Opened { now_ms: 20.0 });
+        // A new interval announced by the new connection replaces it at once.
+        let cmds = m.handle(connected(1.0, true));
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 2_500 }]);
+    }
+
+    #[test]
+    fn no_default_watchdog_when_the_hub_sends_comment_heartbeats() {
+        let mut m = machine(opts());
+        open(&mut m, 0.0);
+        // A hub that ignored `heartbeat=event` (or predates it): an idle stream would look
+        // dead, so there is no default watchdog and events do not arm one.
+        let cmds = m.handle(connected(2.0, false));
+        assert_eq!(cmds, [Command::ClearWatchdog]);
+        let cmds = m.handle(Input::Activity {
+            id: Some("1".into()),
+        });
+        assert_eq!(cmds, [Command::ClearWatchdog]);
+        assert_eq!(m.watchdog_ms(), None);
+        // Confirmed on one connection, then a hub that says no: the watchdog is cleared.
+        let cmds = m.handle(connected(2.0, true));
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
+        let cmds = m.handle(connected(2.0, false));
+        assert_eq!(cmds, [Command::ClearWatchdog]);
+    }
+
+    #[test]
+    fn explicit_heartbeat_timeout_wins_and_zero_disables() {
+        let mut m = machine(Options {
+            heartbeat_timeout_ms: Some(700),
+            ..opts()
+        });
+        let cmds = m.handle(Input::Connect);
+        assert!(cmds.contains(&Command::SetWatchdog { ms: 700 }));
+        // Also with comment heartbeats: the app chose the timeout.
+        let _ = m.handle(Input::Opened { now_ms: 0.0 });
+        let cmds = m.handle(connected(2.0, false));
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 700 }]);
+        let mut off = machine(Options {
+            heartbeat_timeout_ms: Some(0),
+            ..opts()
+        });
+        let _ = off.handle(Input::Connect);
+        let cmds = off.handle(connected(1.0, true));
+        assert_eq!(cmds, [Command::ClearWatchdog]);
+    }
+
+    #[test]
+    fn disabled_never_connects() {
+        let mut m = machine(Options {
+            enabled: false,
+            ..opts()
+        });
+        assert!(!m.wants_auto_connect());
+        assert!(m.handle(Input::Connect).is_empty());
+        assert!(m.handle(Input::Reconnect).is_empty());
+        assert_eq!(m.ready_state(), ReadyState::Closed);
+    }
+
+    #[test]
+    fn jitter_varies_delays_within_bounds() {
+        let mut m = machine(Options {
+            backoff: Backoff {
+                jitter: 0.5,
+                max_attempts: u32::MAX,
+                ..opts().backoff
+            },
+            ..opts()
+        });
+        let _ = m.handle(Input::Connect);
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let cmds = m.handle(Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 0.0,
+            });
+            let _ = m.handle(Input::RetryTimerFired);
+            for c in cmds {
+                if let Command::SetRetryTimer { ms } = c {
+                    seen.push(ms);
+                }
+            }
+        }
+        // Capped at 1000, at least half the cap once the cap is reached.
+        assert!(
+            seen[5..].iter().all(|&d| (500..=1000).contains(&d)),
+            "{seen:?}"
+        );
+        seen.sort_unstable();
+        seen.dedup();
+        assert!(seen.len() > 5, "jitter should vary delays: {seen:?}");
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what the client-wasm build and browser tests need, skipping anything already there:
+#   - the wasm32-unknown-unknown Rust target (rustup)
+#   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (cargo install)
+#   - Debian's chromium + chromium-driver (apt-get)
+#   - binaryen@132.0.0 (wasm-opt), terser (minifies the JS glue) and playwright-core from npm,
+#     into .tools/npm (gitignored)
+#
+# Never use Debian's binaryen: its wasm-opt (108) produces modules that break at load.
+# Prints nothing but progress; safe to run again (warm runs take a second or two).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+BINARYEN_VERSION="132.0.0"
+PLAYWRIGHT_VERSION="1.64.1"
+TERSER_VERSION="5.51.2"
+
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+# 1. wasm target
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "adding rust target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# 2. wasm-bindgen-cli, same version as the wasm-bindgen crate in Cargo.lock
+WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock")"
+if [[ -z "$WB_VERSION" ]]; then
+  log "cannot find wasm-bindgen in Cargo.lock"; exit 1
+fi
+have_wb="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
+if [[ "$have_wb" != "$WB_VERSION" ]]; then
+  log "installing wasm-bindgen-cli $WB_VERSION (found: ${have_wb:-none}); takes a few minutes"
+  # --locked can fail when a locked dependency is missing from the registry mirror.
+  cargo install wasm-bindgen-cli --version "=$WB_VERSION" --locked \
+    || cargo install wasm-bindgen-cli --version "=$WB_VERSION" --force
+fi
+
+# 3. Chromium + chromedriver from Debian
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+  log "installing chromium + chromium-driver from Debian"
+  SUDO=""
+  if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
+# 4. npm tools into .tools/npm
+NPM_DIR="$TOOLS/npm"
+need_npm=0
+[[ -x "$NPM_DIR/node_modules/.bin/wasm-opt" ]] || need_npm=1
+[[ "$(node -p "require('$NPM_DIR/node_modules/binaryen/package.json').version" 2>/dev/null || true)" == "$BINARYEN_VERSION" ]] || need_npm=1
+[[ "$(node -p "require('$NPM_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null || true)" == "$PLAYWRIGHT_VERSION" ]] || need_npm=1
+[[ "$(node -p "require('$NPM_DIR/node_modules/terser/package.json').version" 2>/dev/null || true)" == "$TERSER_VERSION" ]] || need_npm=1
+if [[ "$need_npm" == 1 ]]; then
+  log "installing binaryen@$BINARYEN_VERSION, terser@$TERSER_VERSION and playwright-core@$PLAYWRIGHT_VERSION into .tools/npm"
+  mkdir -p "$NPM_DIR"
+  [[ -f "$NPM_DIR/package.json" ]] || echo '{"name":"eventwire-tools","private":true}' > "$NPM_DIR/package.json"
+  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error \
+    "binaryen@$BINARYEN_VERSION" "terser@$TERSER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+fi
+
+log "ok: wasm-bindgen $WB_VERSION, $(/usr/bin/chromium --version 2>/dev/null | head -1), wasm-opt $("$NPM_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | head -1)"
