@@ -280,6 +280,37 @@ test("a plain page imports the package with no bundler and no init()", async () 
   await waitText(page, "#state", "connected");
   await publish({ event: "notification", data: { message: "no bundler needed" }, clientId: "plain-page" });
   await waitText(page, "#message", "no bundler needed");
+
+  // Bad options throw a typed EventwireError (an Error) naming the option.
+  const thrown = await page.evaluate(async () => {
+    const m = await import("/node_modules/eventwire/dist/index.js");
+    const attempt = (options, url = "/events") => {
+      try {
+        m.createClient(url, options);
+        return "no error";
+      } catch (e) {
+        return { ew: e instanceof m.EventwireError, error: e instanceof Error, type: e.type, option: e.option, message: e.message };
+      }
+    };
+    return [
+      attempt({ backoff: { factor: 0.5 } }),
+      attempt({ clientID: "typo" }),
+      attempt({ backoff: { initialDelayMs: -1 } }),
+      attempt({}, "ftp://nope"),
+    ];
+  });
+  const expected = [
+    ["invalid_option", "backoff.factor"],
+    ["unknown_option", "clientID"],
+    ["invalid_option", "backoff.initialDelayMs"],
+    ["invalid_url", "url"],
+  ];
+  thrown.forEach((got, i) => {
+    assert.equal(got.ew, true, JSON.stringify(got));
+    assert.equal(got.error, true);
+    assert.deepEqual([got.type, got.option], expected[i], got.message);
+    assert.match(got.message, new RegExp(expected[i][1].replace(".", "\\.")));
+  });
   assert.deepEqual(errors, []);
   await context.close();
 });
