@@ -7,6 +7,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
@@ -37,10 +38,10 @@ function freePort() {
   });
 }
 
-async function startHub() {
+async function startHub(auth = ["--dev"], listenPort = port) {
   const proc = spawn(
     HUB_BIN,
-    ["--dev", "--listen", `127.0.0.1:${port}`, "--demo", path.join(ROOT, "demo"),
+    [...auth, "--listen", `127.0.0.1:${listenPort}`, "--demo", path.join(ROOT, "demo"),
       "--npm-dir", path.join(ROOT, "npm"), "--monitor-secs", "1", "--retry-ms", "1000"],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -209,6 +210,41 @@ test("after a hub restart the client comes back on its own", async () => {
   await erin.page.locator("#feed li span", { hasText: "back again" }).waitFor({ timeout: WAIT_MS });
   assert.deepEqual(erin.pageErrors, []);
   assert.deepEqual(unexpectedConsoleErrors(erin), []);
+});
+
+/** An HS256 JWT, signed with Node's crypto (the hub verifies it with jsonwebtoken). */
+function jwt(claims, secret) {
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${body}.${crypto.createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+test("with auth on, the admin page asks for a token and then goes live", async () => {
+  const secret = "e2e-secret-0123456789abcdef0123456789";
+  const authPort = await freePort();
+  const authHub = await startHub(["--jwt-secret", secret], authPort);
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
+    const page = await context.newPage();
+    const pageErrors = [];
+    page.on("pageerror", (err) => pageErrors.push(String(err)));
+    await page.goto(`http://127.0.0.1:${authPort}/admin`);
+    await page.locator("#token-dialog[open]").waitFor({ timeout: WAIT_MS });
+    // A token without the admin role is refused, and the page says why.
+    await page.fill("#token", jwt({ sub: "mallory", exp: Math.floor(Date.now() / 1000) + 600 }, secret));
+    await page.click("#token-form button");
+    await page.locator("#token-error", { hasText: "admin role" }).waitFor({ timeout: WAIT_MS });
+    await page.fill("#token", jwt({ sub: "ops", role: "admin", exp: Math.floor(Date.now() / 1000) + 600 }, secret));
+    await page.click("#token-form button");
+    await waitState(page, "open");
+    await page.waitForFunction(() => document.getElementById("s-mem").textContent.endsWith("MB"), null, { timeout: WAIT_MS });
+    assert.deepEqual(pageErrors, []);
+    await context.close();
+  } finally {
+    const exited = new Promise((resolve) => authHub.once("exit", resolve));
+    authHub.kill("SIGTERM");
+    await exited;
+  }
 });
 
 test("no page logged a script error or an unexpected console error", () => {
