@@ -234,7 +234,10 @@ impl Hub {
         let metrics = &self.shared.metrics;
         let batch = messages.len() > 1;
         let mut receipts = Vec::with_capacity(messages.len());
-        let mut per_conn: HashMap<u64, Vec<(usize, Bytes)>> = HashMap::new();
+        // For a batch: the frames (shared by all recipients) and which each connection gets.
+        let mut batch_frames: Vec<Bytes> = Vec::new();
+        let mut batch_index: Vec<usize> = Vec::new(); // frame position -> receipt index
+        let mut per_conn: HashMap<u64, Vec<u32>> = HashMap::new();
         let mut state = self.lock();
         let now = Instant::now();
         state.evict(now, config);
@@ -253,8 +256,11 @@ impl Hub {
             let frame = encode_event(id, &message.event, &payload);
             let mut delivered = 0;
             if batch {
+                let position = batch_frames.len() as u32;
+                batch_frames.push(frame.clone());
+                batch_index.push(i);
                 state.for_each_recipient(&message.target, &message.event, |key, _| {
-                    per_conn.entry(key).or_default().push((i, frame.clone()));
+                    per_conn.entry(key).or_default().push(position);
                 });
             } else {
                 let mut slow = Vec::new();
@@ -294,16 +300,20 @@ impl Hub {
             });
         }
         if batch {
+            let frames: std::sync::Arc<[Bytes]> = batch_frames.into();
             let mut slow = Vec::new();
-            for (key, items) in per_conn {
+            for (key, positions) in per_conn {
                 let Some(conn) = state.conns.get(&key) else {
                     continue;
                 };
-                let frames = items.iter().map(|(_, frame)| frame.clone()).collect();
-                match conn.tx.try_send(Chunk::Many(frames)) {
+                // Entitled to every frame (a broadcast batch): share them, no list needed.
+                let subset = (positions.len() != frames.len()).then(|| positions.clone().into());
+                match conn.tx.try_send(Chunk::Batch(frames.clone(), subset)) {
                     Ok(()) => {
-                        for (i, _) in &items {
-                            receipts[*i].delivered += 1;
+                        for &p in &positions {
+                            if let Some(&i) = batch_index.get(p as usize) {
+                                receipts[i].delivered += 1;
+                            }
                         }
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => slow.push(key),

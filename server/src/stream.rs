@@ -24,7 +24,9 @@ const MAX_CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) enum Chunk {
     One(Bytes),
-    Many(Vec<Bytes>),
+    /// A batch's frames, shared by every recipient; `Some` lists the indices this connection
+    /// is entitled to when that is not all of them.
+    Batch(std::sync::Arc<[Bytes]>, Option<Box<[u32]>>),
 }
 
 /// Why the hub ended a stream on purpose.
@@ -170,7 +172,13 @@ impl Subscription {
     fn push(&mut self, chunk: Chunk) {
         match chunk {
             Chunk::One(frame) => self.pending.push_back(frame),
-            Chunk::Many(frames) => self.pending.extend(frames),
+            Chunk::Batch(frames, None) => self.pending.extend(frames.iter().cloned()),
+            Chunk::Batch(frames, Some(indices)) => self.pending.extend(
+                indices
+                    .iter()
+                    .filter_map(|&i| frames.get(i as usize))
+                    .cloned(),
+            ),
         }
     }
 
