@@ -215,25 +215,46 @@ export function useEvent<T = unknown>(type: string, handler: (event: EventwireEv
   }, [client, store, type]);
 }
 
-/** The latest `type` event, or `undefined` before the first. */
-export function useLatestEvent<T = unknown>(type: string): EventwireEvent<T> | undefined {
-  const { client, store } = useShared("useLatestEvent");
-  const latest = useRef<EventwireEvent<T> | undefined>(undefined);
+/**
+ * Folds every `type` event into a value with `reduce`, as an external store: the component
+ * re-renders when the value changes. The base of {@link useLatestEvent} and {@link useEvents}.
+ */
+function useFoldedEvents<T, V>(
+  hook: string,
+  type: string,
+  initial: V,
+  reduce: (value: V, event: EventwireEvent<T>) => V,
+): V {
+  const { client, store } = useShared(hook);
+  const value = useRef<V>(initial);
   const subscribe = useCallback(
     (notify: () => void) => {
       if (client === null) return () => {};
       return client.on(type, (event) => {
-        latest.current = event as EventwireEvent<T>;
+        value.current = reduce(value.current, event as EventwireEvent<T>);
         notify();
         store.refresh();
       });
     },
-    [client, store, type],
+    // `reduce` is a module-level function or depends only on what is listed by the caller.
+    [client, store, type, reduce],
   );
   return useSyncExternalStore(
     subscribe,
-    () => latest.current,
-    () => undefined,
+    () => value.current,
+    () => initial,
+  );
+}
+
+const keepLatest = <T,>(_: EventwireEvent<T> | undefined, event: EventwireEvent<T>) => event;
+
+/** The latest `type` event, or `undefined` before the first. */
+export function useLatestEvent<T = unknown>(type: string): EventwireEvent<T> | undefined {
+  return useFoldedEvents<T, EventwireEvent<T> | undefined>(
+    "useLatestEvent",
+    type,
+    undefined,
+    keepLatest,
   );
 }
 
@@ -255,26 +276,16 @@ const NO_EVENTS: never[] = [];
 
 /** The last `limit` `type` events, oldest first, and whether the connection is open. */
 export function useEvents<T = unknown>(type: string, options?: UseEventsOptions): UseEventsResult<T> {
-  const { client, store } = useShared("useEvents");
+  const { store } = useShared("useEvents");
   const limit = Math.max(1, options?.limit ?? 100);
-  const events = useRef<EventwireEvent<T>[]>(NO_EVENTS);
-  const subscribe = useCallback(
-    (notify: () => void) => {
-      if (client === null) return () => {};
-      return client.on(type, (event) => {
-        const next = events.current.concat(event as EventwireEvent<T>);
-        events.current = next.length > limit ? next.slice(next.length - limit) : next;
-        notify();
-        store.refresh();
-      });
+  const append = useCallback(
+    (list: EventwireEvent<T>[], event: EventwireEvent<T>) => {
+      const next = list.concat(event);
+      return next.length > limit ? next.slice(next.length - limit) : next;
     },
-    [client, store, type, limit],
+    [limit],
   );
-  const list = useSyncExternalStore(
-    subscribe,
-    () => events.current,
-    () => NO_EVENTS,
-  );
+  const events = useFoldedEvents<T, EventwireEvent<T>[]>("useEvents", type, NO_EVENTS, append);
   const state = useSyncExternalStore(store.subscribe, store.getSnapshot, () => SERVER_STATE);
-  return { events: list, isConnected: state.isConnected };
+  return { events, isConnected: state.isConnected };
 }

@@ -126,6 +126,16 @@ impl Message {
         &self.target
     }
 
+    /// Checks every message of a batch; the error names the index when there are several.
+    pub(crate) fn validate_all(messages: &[Message]) -> Result<(), Error> {
+        for (i, message) in messages.iter().enumerate() {
+            message
+                .validate()
+                .map_err(|e| if messages.len() > 1 { e.at_index(i) } else { e })?;
+        }
+        Ok(())
+    }
+
     /// Checks the event name and idempotency key.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         validate_event_name(&self.event)?;
@@ -267,46 +277,59 @@ pub(crate) fn parse_last_event_id(raw: &str) -> Result<Option<u64>, Error> {
 
 /// Encodes an application event: `id:`, `event:`, one `data:` line per line of `data`.
 pub(crate) fn encode_event(id: u64, event: &str, data: &str) -> Bytes {
-    let mut buf = BytesMut::with_capacity(data.len() + event.len() + 40);
-    buf.put_slice(b"id: ");
-    buf.put_slice(id.to_string().as_bytes());
-    buf.put_slice(b"\n");
-    put_event_and_data(&mut buf, event, data);
-    buf.freeze()
+    encode_frame(Some(id), event, data)
 }
 
-/// Encodes a system event (no `id:` line, so it never moves a client's Last-Event-ID).
-pub(crate) fn encode_system(event: &str, data: &Value) -> Bytes {
-    let data = data.to_string();
-    let mut buf = BytesMut::with_capacity(data.len() + event.len() + 20);
-    put_event_and_data(&mut buf, event, &data);
-    buf.freeze()
-}
-
-/// Encodes a system event with an `id:` line: used only for `__connected` on a connection that
-/// came without a Last-Event-ID, to hand it the newest id as its starting point.
-pub(crate) fn encode_system_with_id(id: u64, event: &str, data: &Value) -> Bytes {
-    let data = data.to_string();
-    let mut buf = BytesMut::with_capacity(data.len() + event.len() + 40);
-    buf.put_slice(b"id: ");
-    buf.put_slice(id.to_string().as_bytes());
-    buf.put_slice(b"\n");
-    put_event_and_data(&mut buf, event, &data);
-    buf.freeze()
+/// Encodes a system event. System events carry no `id:` line, so they never move a client's
+/// Last-Event-ID, except where the hub states a position on purpose (`id`).
+pub(crate) fn encode_system(id: Option<u64>, event: &str, data: &Value) -> Bytes {
+    encode_frame(id, event, &data.to_string())
 }
 
 /// An id-only block: moves the client's last event id without dispatching an event.
 pub(crate) fn encode_id(id: u64) -> Bytes {
-    Bytes::from(format!("id: {id}\n\n"))
+    let mut buf = BytesMut::with_capacity(26);
+    put_id(&mut buf, id);
+    buf.put_slice(b"\n");
+    buf.freeze()
+}
+
+/// A heartbeat (`__heartbeat` event or comment), carrying the connection's position if given.
+pub(crate) fn encode_heartbeat(position: Option<u64>, as_event: bool) -> Bytes {
+    if as_event {
+        return encode_system(
+            position,
+            "__heartbeat",
+            &serde_json::json!({ "serverTime": crate::hub::now_rfc3339() }),
+        );
+    }
+    let mut buf = BytesMut::with_capacity(40);
+    if let Some(id) = position {
+        put_id(&mut buf, id);
+    }
+    buf.put_slice(b": heartbeat\n\n");
+    buf.freeze()
+}
+
+fn encode_frame(id: Option<u64>, event: &str, data: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + event.len() + 40);
+    if let Some(id) = id {
+        put_id(&mut buf, id);
+    }
+    put_event_and_data(&mut buf, event, data);
+    buf.freeze()
+}
+
+fn put_id(buf: &mut BytesMut, id: u64) {
+    buf.put_slice(b"id: ");
+    buf.put_slice(id.to_string().as_bytes());
+    buf.put_slice(b"\n");
 }
 
 /// Encodes a `retry:` hint.
 pub(crate) fn encode_retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n\n"))
 }
-
-/// The heartbeat as an SSE comment.
-pub(crate) const HEARTBEAT_COMMENT: &[u8] = b": heartbeat\n\n";
 
 fn put_event_and_data(buf: &mut BytesMut, event: &str, data: &str) {
     buf.put_slice(b"event: ");
@@ -358,7 +381,7 @@ mod tests {
 
     #[test]
     fn system_frames_have_no_id() {
-        let frame = encode_system("__gap", &serde_json::json!({"lastEventId": "7"}));
+        let frame = encode_system(None, "__gap", &serde_json::json!({"lastEventId": "7"}));
         assert_eq!(
             &frame[..],
             b"event: __gap\ndata: {\"lastEventId\":\"7\"}\n\n"

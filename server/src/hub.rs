@@ -30,9 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::{
-    encode_event, encode_id, encode_system, encode_system_with_id, Event, Message, Receipt, Target,
-};
+use crate::event::{encode_event, encode_id, encode_system, Event, Message, Receipt, Target};
 use crate::metrics::Metrics;
 use crate::stream::{Chunk, Cut, Subscription};
 
@@ -191,11 +189,7 @@ impl Hub {
     /// # Errors
     /// As [`Hub::publish`].
     pub async fn publish_all(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, Error> {
-        for (i, message) in messages.iter().enumerate() {
-            message
-                .validate()
-                .map_err(|e| if messages.len() > 1 { e.at_index(i) } else { e })?;
-        }
+        Message::validate_all(&messages)?;
         self.shared.broker.publish(self, messages).await
     }
 
@@ -225,9 +219,7 @@ impl Hub {
     /// [`Error::InvalidEvent`] or [`Error::InvalidId`] when a message does not validate (a
     /// broker must not be able to inject SSE fields); nothing is delivered then.
     pub fn deliver_local(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, Error> {
-        for message in &messages {
-            message.validate()?;
-        }
+        Message::validate_all(&messages)?;
         // Serialise payloads before taking the lock; only the frame assembly happens inside.
         let payloads: Vec<String> = messages.iter().map(|m| m.data.to_string()).collect();
         let config = &self.shared.config;
@@ -407,6 +399,7 @@ impl Hub {
             if last < state.floor || last >= state.next_id {
                 let oldest = state.history.front().map(|e| e.id.to_string());
                 gap = Some(encode_system(
+                    None,
                     "__gap",
                     &json!({"lastEventId": last.to_string(), "oldestAvailableId": oldest}),
                 ));
@@ -432,9 +425,9 @@ impl Hub {
             // A fresh connection is up to date as of the newest id: handing it that id means
             // a reconnect (by the browser or the SDK) replays whatever it misses from here on,
             // even if it received no event before the connection dropped.
-            None => encode_system_with_id(state.next_id - 1, "__connected", &connected),
+            None => encode_system(Some(state.next_id - 1), "__connected", &connected),
             // A resuming connection keeps its own id until the replay has moved it forward.
-            Some(_) => encode_system("__connected", &connected),
+            Some(_) => encode_system(None, "__connected", &connected),
         };
         let mut initial = vec![
             crate::event::encode_retry(config.retry.as_millis() as u64),
@@ -452,7 +445,6 @@ impl Hub {
         let key = state.next_conn;
         state.next_conn += 1;
         state.insert(key, conn);
-        self.update_gauges(&state);
         drop(state);
         self.shared.presence.send_modify(|v| *v += 1);
 
@@ -538,7 +530,8 @@ impl Hub {
         clients
     }
 
-    /// The counters in Prometheus/OpenMetrics text.
+    /// The counters in Prometheus/OpenMetrics text. The connection gauges are derived from
+    /// the registry here, at scrape time, rather than kept up to date on every change.
     pub fn metrics_text(&self) -> String {
         self.update_gauges(&self.lock());
         self.shared.metrics.encode()
@@ -548,7 +541,6 @@ impl Hub {
     pub(crate) fn remove(&self, key: u64) {
         let mut state = self.lock();
         if state.remove(key).is_some() {
-            self.update_gauges(&state);
             drop(state);
             self.shared.presence.send_modify(|v| *v += 1);
         }
@@ -570,16 +562,7 @@ impl Hub {
             .get(client_id)
             .map(|set| set.iter().copied().collect())
             .unwrap_or_default();
-        let mut cut = 0;
-        for key in keys {
-            if let Some(mut conn) = state.remove(key) {
-                if let Some(kill) = conn.kill.take() {
-                    let _ = kill.send(Cut::Dropped);
-                }
-                cut += 1;
-            }
-        }
-        self.update_gauges(&state);
+        let cut = state.cut(&keys, Cut::Dropped).len();
         drop(state);
         if cut > 0 {
             self.shared.presence.send_modify(|v| *v += 1);
@@ -738,22 +721,32 @@ impl State {
     /// Cuts connections whose queue is full: they get `__error` `slow_consumer` and replay
     /// what they missed when they come back.
     fn cut_slow(&mut self, keys: &[u64], metrics: &Metrics, count: bool) {
+        for conn in self.cut(keys, Cut::SlowConsumer) {
+            if count {
+                metrics.dropped.inc();
+                metrics.slow_consumers.inc();
+            }
+            tracing::warn!(
+                client_id = %conn.client_id,
+                "cut a slow consumer: its queue of {} chunks is full",
+                conn.tx.max_capacity()
+            );
+        }
+    }
+
+    /// Removes these connections and tells each stream why, so it ends with `__error`.
+    /// Returns the connections that were still registered.
+    fn cut(&mut self, keys: &[u64], reason: Cut) -> Vec<Conn> {
+        let mut cut = Vec::new();
         for key in keys {
             if let Some(mut conn) = self.remove(*key) {
-                if count {
-                    metrics.dropped.inc();
-                    metrics.slow_consumers.inc();
-                }
-                tracing::warn!(
-                    client_id = %conn.client_id,
-                    "cut a slow consumer: its queue of {} chunks is full",
-                    conn.tx.max_capacity()
-                );
                 if let Some(kill) = conn.kill.take() {
-                    let _ = kill.send(Cut::SlowConsumer);
+                    let _ = kill.send(reason);
                 }
+                cut.push(conn);
             }
         }
+        cut
     }
 
     fn evict(&mut self, now: Instant, config: &Config) {

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{encode_retry, encode_system, HEARTBEAT_COMMENT};
-use crate::hub::{now_rfc3339, Hub};
+use crate::event::{encode_heartbeat, encode_retry, encode_system};
+use crate::hub::Hub;
 
 /// Largest chunk a stream writes at once when events pile up.
 const MAX_CHUNK: usize = 64 * 1024;
@@ -218,13 +218,18 @@ impl Subscription {
         self.done = true;
         let retry = self.guard.hub.config().retry.as_millis() as u64;
         let mut buf = BytesMut::from(&encode_retry(retry)[..]);
-        buf.extend_from_slice(&encode_system("__shutdown", &json!({ "retryMs": retry })));
+        buf.extend_from_slice(&encode_system(
+            None,
+            "__shutdown",
+            &json!({ "retryMs": retry }),
+        ));
         buf.freeze()
     }
 
     fn error_frame(&self, reason: &str, message: &str) -> Bytes {
         let retry = self.guard.hub.config().retry.as_millis() as u64;
         encode_system(
+            None,
             "__error",
             &json!({"reason": reason, "message": message, "retryMs": retry}),
         )
@@ -237,16 +242,6 @@ impl Subscription {
     fn heartbeat_frame(&self) -> Bytes {
         let newest = self.guard.hub.newest_id();
         let position = (self.rx.is_empty() && self.pending.is_empty()).then_some(newest);
-        let mut buf = BytesMut::new();
-        if let Some(id) = position {
-            buf.extend_from_slice(format!("id: {id}\n").as_bytes());
-        }
-        if self.heartbeat_event {
-            let frame = encode_system("__heartbeat", &json!({ "serverTime": now_rfc3339() }));
-            buf.extend_from_slice(&frame);
-        } else {
-            buf.extend_from_slice(HEARTBEAT_COMMENT);
-        }
-        buf.freeze()
+        encode_heartbeat(position, self.heartbeat_event)
     }
 }
