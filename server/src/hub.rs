@@ -230,6 +230,7 @@ impl Hub {
         let mut batch_frames: Vec<Bytes> = Vec::new();
         let mut batch_index: Vec<usize> = Vec::new(); // frame position -> receipt index
         let mut per_conn: HashMap<u64, Vec<u32>> = HashMap::new();
+        let mut cuts = 0;
         let mut state = self.lock();
         let now = Instant::now();
         state.evict(now, config);
@@ -264,7 +265,7 @@ impl Hub {
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 });
-                state.cut_slow(&slow, metrics, !message.is_monitoring());
+                cuts += state.cut_slow(&slow, metrics, !message.is_monitoring());
             }
             // The hub's own monitoring events are not part of the traffic they report on.
             if !message.is_monitoring() {
@@ -312,7 +313,7 @@ impl Hub {
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
-            state.cut_slow(&slow, metrics, true);
+            cuts += state.cut_slow(&slow, metrics, true);
         }
         let delivered: usize = receipts.iter().map(|r| r.delivered).sum();
         metrics.delivered.inc_by(delivered as u64);
@@ -322,6 +323,11 @@ impl Hub {
         self.shared
             .newest
             .store(state.next_id - 1, std::sync::atomic::Ordering::Release);
+        drop(state);
+        if cuts > 0 {
+            // Cut connections are gone: dashboards hear of it like of any other departure.
+            self.shared.presence.send_modify(|v| *v += 1);
+        }
         Ok(receipts)
     }
 
@@ -720,8 +726,10 @@ impl State {
 
     /// Cuts connections whose queue is full: they get `__error` `slow_consumer` and replay
     /// what they missed when they come back.
-    fn cut_slow(&mut self, keys: &[u64], metrics: &Metrics, count: bool) {
-        for conn in self.cut(keys, Cut::SlowConsumer) {
+    /// Returns how many connections were cut.
+    fn cut_slow(&mut self, keys: &[u64], metrics: &Metrics, count: bool) -> usize {
+        let cut = self.cut(keys, Cut::SlowConsumer);
+        for conn in &cut {
             if count {
                 metrics.dropped.inc();
                 metrics.slow_consumers.inc();
@@ -732,6 +740,7 @@ impl State {
                 conn.tx.max_capacity()
             );
         }
+        cut.len()
     }
 
     /// Removes these connections and tells each stream why, so it ends with `__error`.

@@ -272,3 +272,43 @@ async fn read_until(res: reqwest::Response, marker: &str) -> String {
     let end = text[at..].find("\n\n").map_or(text.len(), |i| at + i);
     text[..end].to_owned()
 }
+
+#[tokio::test]
+async fn a_slow_consumer_cut_is_announced_to_monitors() {
+    let mut cfg = config();
+    cfg.queue_capacity = 4;
+    let t = TestHub::start(cfg).await;
+    monitor::spawn(t.hub.clone(), Duration::from_secs(3600));
+    let mut dash = t.subscribe("?clientId=dash&monitor=1").await;
+    let _slow = common::stalled_subscriber(&t, "?clientId=slow&topics=firehose").await;
+    let listed = |e: &eventsource_stream::Event| -> Vec<String> {
+        data(e)["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["clientId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    loop {
+        let e = dash.next().await;
+        if e.event == "clients" && listed(&e).contains(&"slow".to_owned()) {
+            break;
+        }
+    }
+    let payload = "x".repeat(32 * 1024);
+    for _ in 0..600 {
+        t.publish_ok(json!({"event": "big", "data": payload, "topic": "firehose"}))
+            .await;
+        if t.hub.stats().slow_consumer_disconnects == 1 {
+            break;
+        }
+    }
+    assert_eq!(t.hub.stats().slow_consumer_disconnects, 1);
+    // The dashboard hears that the cut client is gone, with nothing else changing.
+    loop {
+        let e = dash.next().await;
+        if e.event == "clients" && !listed(&e).contains(&"slow".to_owned()) {
+            break;
+        }
+    }
+}
