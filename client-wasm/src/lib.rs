@@ -53,7 +53,8 @@
 //! (`scripts/test-client-wasm.sh`).
 //!
 //! # Features
-//! - `std` (default): links the standard library, as Rust web apps do.
+//! - `std` (default): links the standard library, as Rust web apps do, and provides the Rust
+//!   API ([`Client`]).
 //! - `typed`: [`Client::on`] decodes payloads into your `serde` types (implies `std`). Off by
 //!   default, so the build JavaScript users get has no serde in it.
 //! - `standalone`: this crate is the whole wasm module, as in the JavaScript build
@@ -91,8 +92,10 @@ pub mod options;
 mod text;
 pub mod url;
 
-pub use browser::core::{ClientEvent, Message, TokenFuture};
-pub use browser::rust_api::{Client, ClientBuilder, Subscription};
+#[cfg(feature = "std")]
+pub use browser::rust_api::{
+    Client, ClientBuilder, ClientEvent, Message, Subscription, TokenFuture,
+};
 pub use error::Error;
 pub use machine::{ErrorKind, Lifecycle, ReadyState};
 

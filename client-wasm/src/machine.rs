@@ -1,8 +1,8 @@
 //! The reconnect state machine: every decision the client makes, with no browser APIs.
 //!
 //! The browser glue feeds it [`Input`]s (what happened) and carries out the [`Command`]s it
-//! answers (what to do). Time and randomness come in from outside, so every path is tested
-//! natively.
+//! issues (what to do) through the [`Io`] trait, as they come. Time and randomness come in
+//! from outside, so every path is tested natively.
 //!
 //! Rules it implements (see the crate docs):
 //! - while the `EventSource` is retrying by itself (`error` with readyState CONNECTING) it
@@ -21,7 +21,8 @@
 //! use eventwire_client::options::Options;
 //!
 //! let mut m = Machine::new("http://hub/events".into(), Options::default(), 1);
-//! let cmds = m.handle(Input::Connect);
+//! let mut cmds = Vec::new();
+//! m.handle(Input::Connect, &mut cmds);
 //! assert!(cmds.iter().any(|c| matches!(c, Command::OpenSource { .. })));
 //! ```
 
@@ -75,6 +76,18 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind named by [`ErrorKind::as_str`]'s string.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Connection,
+            Self::Decode,
+            Self::RetriesExhausted,
+            Self::Server,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
     /// The string JavaScript sees.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,6 +120,18 @@ pub enum Lifecycle {
         /// A human-readable message.
         message: String,
     },
+}
+
+impl Lifecycle {
+    /// The type listeners subscribe to for this event.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::StateChange(_) => "statechange",
+            Self::Reconnecting { .. } => "reconnecting",
+            Self::Error { .. } => "error",
+        }
+    }
 }
 
 /// Something that happened.
@@ -208,6 +233,19 @@ pub enum Command {
     Emit(Lifecycle),
 }
 
+/// Carries out the machine's [`Command`]s as it issues them: the browser glue acts at once,
+/// the tests record them (`Vec<Command>` implements it).
+pub trait Io {
+    /// Carries out one command.
+    fn run(&mut self, command: Command);
+}
+
+impl Io for Vec<Command> {
+    fn run(&mut self, command: Command) {
+        self.push(command);
+    }
+}
+
 /// Where the client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -296,65 +334,62 @@ impl Machine {
     }
 
     /// Feeds one input; returns what to do, in order.
-    pub fn handle(&mut self, input: Input) -> Vec<Command> {
-        let mut out = Vec::new();
+    pub fn handle(&mut self, input: Input, out: &mut impl Io) {
         match input {
             Input::Connect => {
                 if !self.options.enabled {
-                    return out;
+                    return;
                 }
                 match self.phase {
                     Phase::Idle | Phase::Closed => {
                         self.attempts = 0;
-                        self.start(&mut out);
+                        self.start(out);
                     }
-                    Phase::Waiting => self.start(&mut out),
+                    Phase::Waiting => self.start(out),
                     Phase::Connecting | Phase::Open => {}
                 }
             }
             Input::Reconnect => {
                 if !self.options.enabled {
-                    return out;
+                    return;
                 }
                 self.attempts = 0;
-                out.push(Command::CloseSource);
-                self.start(&mut out);
+                out.run(Command::CloseSource);
+                self.start(out);
             }
             Input::Close => {
                 if self.phase != Phase::Closed {
                     self.phase = Phase::Closed;
-                    out.extend([
-                        Command::CloseSource,
-                        Command::ClearRetryTimer,
-                        Command::ClearWatchdog,
-                    ]);
-                    self.set_state(ReadyState::Closed, &mut out);
+                    out.run(Command::CloseSource);
+                    out.run(Command::ClearRetryTimer);
+                    out.run(Command::ClearWatchdog);
+                    self.set_state(ReadyState::Closed, out);
                 }
             }
             Input::TokenReady { seq, token } => {
                 if !self.is_current(seq) {
-                    return out;
+                    return;
                 }
                 match token {
-                    Ok(token) => self.open_source(token, &mut out),
+                    Ok(token) => self.open_source(token, out),
                     Err(message) => self.lost(
                         None,
                         ErrorKind::Connection,
                         cat(&["getToken failed: ", &message]),
                         None,
-                        &mut out,
+                        out,
                     ),
                 }
             }
             Input::Opened { now_ms } => {
                 if self.phase != Phase::Connecting {
-                    return out;
+                    return;
                 }
                 self.phase = Phase::Open;
                 self.opened_at = Some(now_ms);
-                self.set_state(ReadyState::Open, &mut out);
-                out.push(Command::Emit(Lifecycle::Open));
-                self.arm_watchdog(&mut out);
+                self.set_state(ReadyState::Open, out);
+                out.run(Command::Emit(Lifecycle::Open));
+                self.arm_watchdog(out);
             }
             Input::SourceError {
                 ready_state,
@@ -364,8 +399,8 @@ impl Machine {
                     // The browser reconnects by itself (and sends Last-Event-ID): leave it.
                     self.phase = Phase::Connecting;
                     self.note_health(now_ms);
-                    self.set_state(ReadyState::Connecting, &mut out);
-                    out.push(Command::Emit(Lifecycle::Error {
+                    self.set_state(ReadyState::Connecting, out);
+                    out.run(Command::Emit(Lifecycle::Error {
                         kind: ErrorKind::Connection,
                         message: "connection lost; the browser is reconnecting".into(),
                     }));
@@ -375,7 +410,7 @@ impl Machine {
                     ErrorKind::Connection,
                     "connection failed".into(),
                     None,
-                    &mut out,
+                    out,
                 ),
                 _ => {}
             },
@@ -384,7 +419,7 @@ impl Machine {
                     self.last_event_id = Some(id);
                 }
                 if matches!(self.phase, Phase::Open | Phase::Connecting) {
-                    self.arm_watchdog(&mut out);
+                    self.arm_watchdog(out);
                 }
             }
             Input::Connected {
@@ -394,7 +429,7 @@ impl Machine {
                 self.heartbeat_ms = millis_hint(heartbeat_secs.map(|s| s * 1000.0));
                 self.heartbeat_event = heartbeat_event;
                 if matches!(self.phase, Phase::Open | Phase::Connecting) {
-                    self.arm_watchdog(&mut out);
+                    self.arm_watchdog(out);
                 }
             }
             Input::Ended {
@@ -411,7 +446,7 @@ impl Machine {
                     };
                     let delay =
                         millis_hint(retry_ms).unwrap_or(self.options.backoff.initial_delay_ms);
-                    self.lost(Some(now_ms), kind, message, Some(delay), &mut out);
+                    self.lost(Some(now_ms), kind, message, Some(delay), out);
                 }
             }
             Input::WatchdogFired { now_ms } => {
@@ -419,22 +454,21 @@ impl Machine {
                     let mut message = String::from("no data for ");
                     push_uint(&mut message, self.watchdog_ms().unwrap_or(0).into());
                     message.push_str(" ms (watchdog): connection treated as dead");
-                    self.lost(Some(now_ms), ErrorKind::Connection, message, None, &mut out);
+                    self.lost(Some(now_ms), ErrorKind::Connection, message, None, out);
                 }
             }
             Input::RetryTimerFired => {
                 if self.phase == Phase::Waiting {
-                    self.start(&mut out);
+                    self.start(out);
                 }
             }
             Input::Online | Input::Visible => {
                 if self.phase == Phase::Waiting {
-                    out.push(Command::ClearRetryTimer);
-                    self.start(&mut out);
+                    out.run(Command::ClearRetryTimer);
+                    self.start(out);
                 }
             }
         }
-        out
     }
 
     /// The watchdog delay in force, if any.
@@ -455,35 +489,35 @@ impl Machine {
         }
     }
 
-    fn arm_watchdog(&self, out: &mut Vec<Command>) {
+    fn arm_watchdog(&self, out: &mut impl Io) {
         match self.watchdog_ms() {
-            Some(ms) => out.push(Command::SetWatchdog { ms }),
-            None => out.push(Command::ClearWatchdog),
+            Some(ms) => out.run(Command::SetWatchdog { ms }),
+            None => out.run(Command::ClearWatchdog),
         }
     }
 
-    fn set_state(&mut self, state: ReadyState, out: &mut Vec<Command>) {
+    fn set_state(&mut self, state: ReadyState, out: &mut impl Io) {
         if self.ready_state != state {
             self.ready_state = state;
-            out.push(Command::Emit(Lifecycle::StateChange(state)));
+            out.run(Command::Emit(Lifecycle::StateChange(state)));
         }
     }
 
     /// Starts a connection attempt: token first, then the source.
-    fn start(&mut self, out: &mut Vec<Command>) {
+    fn start(&mut self, out: &mut impl Io) {
         self.phase = Phase::Connecting;
         self.seq += 1;
         self.opened_at = None;
         self.set_state(ReadyState::Connecting, out);
         if self.options.has_get_token {
-            out.push(Command::FetchToken { seq: self.seq });
+            out.run(Command::FetchToken { seq: self.seq });
         } else {
             let token = self.options.token.clone();
             self.open_source(token, out);
         }
     }
 
-    fn open_source(&mut self, token: Option<String>, out: &mut Vec<Command>) {
+    fn open_source(&mut self, token: Option<String>, out: &mut impl Io) {
         let topics = comma_list(&self.options.topics);
         let events = comma_list(&self.options.events);
         let params = [
@@ -495,7 +529,7 @@ impl Machine {
             // Page code never sees SSE comments: ask for heartbeats the watchdog can see.
             ("heartbeat", "event"),
         ];
-        out.push(Command::OpenSource {
+        out.run(Command::OpenSource {
             url: with_query(&self.base_url, &params),
         });
         self.arm_watchdog(out);
@@ -516,14 +550,15 @@ impl Machine {
         kind: ErrorKind,
         message: String,
         delay: Option<u32>,
-        out: &mut Vec<Command>,
+        out: &mut impl Io,
     ) {
         if let Some(now) = now_ms {
             self.note_health(now);
         }
         self.opened_at = None;
-        out.extend([Command::CloseSource, Command::ClearWatchdog]);
-        out.push(Command::Emit(Lifecycle::Error { kind, message }));
+        out.run(Command::CloseSource);
+        out.run(Command::ClearWatchdog);
+        out.run(Command::Emit(Lifecycle::Error { kind, message }));
         self.attempts = self.attempts.saturating_add(1);
         let backoff = self.options.backoff;
         let random = self.random();
@@ -535,7 +570,7 @@ impl Machine {
                 let mut message = String::from("gave up after ");
                 push_uint(&mut message, self.attempts.saturating_sub(1).into());
                 message.push_str(" failed attempts");
-                out.push(Command::Emit(Lifecycle::Error {
+                out.run(Command::Emit(Lifecycle::Error {
                     kind: ErrorKind::RetriesExhausted,
                     message,
                 }));
@@ -544,11 +579,11 @@ impl Machine {
         };
         self.phase = Phase::Waiting;
         self.set_state(ReadyState::Connecting, out);
-        out.push(Command::Emit(Lifecycle::Reconnecting {
+        out.run(Command::Emit(Lifecycle::Reconnecting {
             attempt: self.attempts,
             delay_ms: delay,
         }));
-        out.push(Command::SetRetryTimer { ms: delay });
+        out.run(Command::SetRetryTimer { ms: delay });
     }
 
     /// xorshift64*: enough for jitter, deterministic for tests.
@@ -592,6 +627,13 @@ mod tests {
         }
     }
 
+    /// Feeds `input`; returns the commands, in order.
+    fn run(m: &mut Machine, input: Input) -> Vec<Command> {
+        let mut cmds = Vec::new();
+        m.handle(input, &mut cmds);
+        cmds
+    }
+
     fn machine(o: Options) -> Machine {
         Machine::new("http://hub/events".into(), o, 7)
     }
@@ -613,8 +655,8 @@ mod tests {
     }
 
     fn open(m: &mut Machine, now: f64) {
-        let _ = m.handle(Input::Connect);
-        let _ = m.handle(Input::Opened { now_ms: now });
+        let _ = run(m, Input::Connect);
+        let _ = run(m, Input::Opened { now_ms: now });
     }
 
     #[test]
@@ -627,7 +669,7 @@ mod tests {
             last_event_id: Some("5".into()),
             ..opts()
         });
-        let cmds = m.handle(Input::Connect);
+        let cmds = run(&mut m, Input::Connect);
         assert_eq!(
             url_of(&cmds).as_deref(),
             Some(
@@ -639,7 +681,7 @@ mod tests {
             emits(&cmds),
             [Lifecycle::StateChange(ReadyState::Connecting)]
         );
-        let cmds = m.handle(Input::Opened { now_ms: 0.0 });
+        let cmds = run(&mut m, Input::Opened { now_ms: 0.0 });
         assert_eq!(
             emits(&cmds),
             [Lifecycle::StateChange(ReadyState::Open), Lifecycle::Open]
@@ -653,32 +695,40 @@ mod tests {
             has_get_token: true,
             ..opts()
         });
-        let cmds = m.handle(Input::Connect);
+        let cmds = run(&mut m, Input::Connect);
         assert_eq!(cmds.last(), Some(&Command::FetchToken { seq: 1 }));
         assert!(url_of(&cmds).is_none());
-        let cmds = m.handle(Input::TokenReady {
-            seq: 1,
-            token: Ok(Some("t1".into())),
-        });
+        let cmds = run(
+            &mut m,
+            Input::TokenReady {
+                seq: 1,
+                token: Ok(Some("t1".into())),
+            },
+        );
         assert_eq!(
             url_of(&cmds).as_deref(),
             Some("http://hub/events?token=t1&heartbeat=event")
         );
-        let _ = m.handle(Input::Opened { now_ms: 0.0 });
-        let cmds = m.handle(Input::Reconnect);
+        let _ = run(&mut m, Input::Opened { now_ms: 0.0 });
+        let cmds = run(&mut m, Input::Reconnect);
         assert_eq!(cmds.last(), Some(&Command::FetchToken { seq: 2 }));
         // An answer to the old attempt changes nothing.
-        assert!(m
-            .handle(Input::TokenReady {
+        assert!(run(
+            &mut m,
+            Input::TokenReady {
                 seq: 1,
                 token: Ok(Some("old".into()))
-            })
-            .is_empty());
+            }
+        )
+        .is_empty());
         // A failing getToken counts as a failed attempt.
-        let cmds = m.handle(Input::TokenReady {
-            seq: 2,
-            token: Err("boom".into()),
-        });
+        let cmds = run(
+            &mut m,
+            Input::TokenReady {
+                seq: 2,
+                token: Err("boom".into()),
+            },
+        );
         assert!(emits(&cmds).contains(&Lifecycle::Reconnecting {
             attempt: 1,
             delay_ms: 100
@@ -689,10 +739,13 @@ mod tests {
     fn browser_retry_is_left_alone() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let cmds = m.handle(Input::SourceError {
-            ready_state: ReadyState::Connecting,
-            now_ms: 50.0,
-        });
+        let cmds = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Connecting,
+                now_ms: 50.0,
+            },
+        );
         assert!(!cmds.contains(&Command::CloseSource));
         assert!(!cmds
             .iter()
@@ -700,20 +753,23 @@ mod tests {
         assert_eq!(m.ready_state(), ReadyState::Connecting);
         assert_eq!(m.attempts(), 0);
         // The browser gets through: open again.
-        let cmds = m.handle(Input::Opened { now_ms: 60.0 });
+        let cmds = run(&mut m, Input::Opened { now_ms: 60.0 });
         assert!(emits(&cmds).contains(&Lifecycle::Open));
     }
 
     #[test]
     fn closed_source_backs_off_then_gives_up() {
         let mut m = machine(opts());
-        let _ = m.handle(Input::Connect);
+        let _ = run(&mut m, Input::Connect);
         let mut delays = Vec::new();
         for i in 0..3 {
-            let cmds = m.handle(Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: f64::from(i),
-            });
+            let cmds = run(
+                &mut m,
+                Input::SourceError {
+                    ready_state: ReadyState::Closed,
+                    now_ms: f64::from(i),
+                },
+            );
             assert_eq!(cmds.first(), Some(&Command::CloseSource));
             let timer = cmds.iter().find_map(|c| match c {
                 Command::SetRetryTimer { ms } => Some(*ms),
@@ -722,14 +778,17 @@ mod tests {
             delays.extend(timer);
             assert_eq!(m.phase(), Phase::Waiting);
             assert_eq!(m.ready_state(), ReadyState::Connecting);
-            let cmds = m.handle(Input::RetryTimerFired);
+            let cmds = run(&mut m, Input::RetryTimerFired);
             assert!(url_of(&cmds).is_some());
         }
         assert_eq!(delays, [100, 200, 400]);
-        let cmds = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 5.0,
-        });
+        let cmds = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 5.0,
+            },
+        );
         let e = emits(&cmds);
         assert!(e.contains(&Lifecycle::StateChange(ReadyState::Closed)));
         assert!(e.contains(&Lifecycle::Error {
@@ -738,7 +797,7 @@ mod tests {
         }));
         assert_eq!(m.phase(), Phase::Closed);
         // The app can start again with connect().
-        let cmds = m.handle(Input::Connect);
+        let cmds = run(&mut m, Input::Connect);
         assert!(url_of(&cmds).is_some());
         assert_eq!(m.attempts(), 0);
     }
@@ -747,19 +806,28 @@ mod tests {
     fn reconnect_carries_the_last_event_id() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let _ = m.handle(Input::Activity {
-            id: Some("41".into()),
-        });
-        let _ = m.handle(Input::Activity { id: None });
-        let _ = m.handle(Input::Activity {
-            id: Some("42".into()),
-        });
+        let _ = run(
+            &mut m,
+            Input::Activity {
+                id: Some("41".into()),
+            },
+        );
+        let _ = run(&mut m, Input::Activity { id: None });
+        let _ = run(
+            &mut m,
+            Input::Activity {
+                id: Some("42".into()),
+            },
+        );
         assert_eq!(m.last_event_id(), Some("42"));
-        let _ = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 1.0,
-        });
-        let cmds = m.handle(Input::RetryTimerFired);
+        let _ = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 1.0,
+            },
+        );
+        let cmds = run(&mut m, Input::RetryTimerFired);
         assert_eq!(
             url_of(&cmds).as_deref(),
             Some("http://hub/events?lastEventId=42&heartbeat=event")
@@ -770,25 +838,34 @@ mod tests {
     fn attempts_reset_after_a_healthy_connection_only() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let _ = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 10.0,
-        });
+        let _ = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 10.0,
+            },
+        );
         assert_eq!(m.attempts(), 1);
-        let _ = m.handle(Input::RetryTimerFired);
-        let _ = m.handle(Input::Opened { now_ms: 100.0 });
+        let _ = run(&mut m, Input::RetryTimerFired);
+        let _ = run(&mut m, Input::Opened { now_ms: 100.0 });
         // Short-lived: the count goes on.
-        let _ = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 200.0,
-        });
+        let _ = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 200.0,
+            },
+        );
         assert_eq!(m.attempts(), 2);
-        let _ = m.handle(Input::RetryTimerFired);
-        let _ = m.handle(Input::Opened { now_ms: 1_000.0 });
-        let cmds = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 1_000.0 + HEALTHY_AFTER_MS,
-        });
+        let _ = run(&mut m, Input::RetryTimerFired);
+        let _ = run(&mut m, Input::Opened { now_ms: 1_000.0 });
+        let cmds = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 1_000.0 + HEALTHY_AFTER_MS,
+            },
+        );
         assert_eq!(m.attempts(), 1);
         assert!(emits(&cmds).contains(&Lifecycle::Reconnecting {
             attempt: 1,
@@ -800,22 +877,28 @@ mod tests {
     fn shutdown_and_server_error_use_the_hinted_delay() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let cmds = m.handle(Input::Ended {
-            retry_ms: Some(1234.0),
-            server: false,
-            message: "hub shutting down".into(),
-            now_ms: 5.0,
-        });
+        let cmds = run(
+            &mut m,
+            Input::Ended {
+                retry_ms: Some(1234.0),
+                server: false,
+                message: "hub shutting down".into(),
+                now_ms: 5.0,
+            },
+        );
         assert_eq!(cmds.first(), Some(&Command::CloseSource));
         assert!(cmds.contains(&Command::SetRetryTimer { ms: 1234 }));
-        let _ = m.handle(Input::RetryTimerFired);
-        let _ = m.handle(Input::Opened { now_ms: 10.0 });
-        let cmds = m.handle(Input::Ended {
-            retry_ms: None,
-            server: true,
-            message: "slow consumer".into(),
-            now_ms: 20.0,
-        });
+        let _ = run(&mut m, Input::RetryTimerFired);
+        let _ = run(&mut m, Input::Opened { now_ms: 10.0 });
+        let cmds = run(
+            &mut m,
+            Input::Ended {
+                retry_ms: None,
+                server: true,
+                message: "slow consumer".into(),
+                now_ms: 20.0,
+            },
+        );
         assert!(emits(&cmds).contains(&Lifecycle::Error {
             kind: ErrorKind::Server,
             message: "slow consumer".into()
@@ -827,7 +910,7 @@ mod tests {
     fn close_is_final_and_silences_everything() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let cmds = m.handle(Input::Close);
+        let cmds = run(&mut m, Input::Close);
         assert!(cmds.contains(&Command::CloseSource));
         assert!(cmds.contains(&Command::ClearRetryTimer));
         assert!(cmds.contains(&Command::ClearWatchdog));
@@ -844,7 +927,7 @@ mod tests {
             Input::Visible,
             Input::Close,
         ] {
-            assert!(m.handle(input.clone()).is_empty(), "{input:?}");
+            assert!(run(&mut m, input.clone()).is_empty(), "{input:?}");
         }
     }
 
@@ -853,20 +936,26 @@ mod tests {
         let mut m = machine(opts());
         open(&mut m, 0.0);
         // Nothing to do while open.
-        assert!(m.handle(Input::Online).is_empty());
-        assert!(m.handle(Input::Visible).is_empty());
-        let _ = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 1.0,
-        });
-        let cmds = m.handle(Input::Online);
+        assert!(run(&mut m, Input::Online).is_empty());
+        assert!(run(&mut m, Input::Visible).is_empty());
+        let _ = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 1.0,
+            },
+        );
+        let cmds = run(&mut m, Input::Online);
         assert_eq!(cmds.first(), Some(&Command::ClearRetryTimer));
         assert!(url_of(&cmds).is_some());
-        let _ = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 2.0,
-        });
-        assert!(url_of(&m.handle(Input::Visible)).is_some());
+        let _ = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 2.0,
+            },
+        );
+        assert!(url_of(&run(&mut m, Input::Visible)).is_some());
     }
 
     fn connected(heartbeat_secs: f64, heartbeat_event: bool) -> Input {
@@ -879,24 +968,30 @@ mod tests {
     #[test]
     fn every_connection_asks_for_heartbeat_events() {
         let mut m = machine(opts());
-        let cmds = m.handle(Input::Connect);
+        let cmds = run(&mut m, Input::Connect);
         assert_eq!(
             url_of(&cmds).as_deref(),
             Some("http://hub/events?heartbeat=event")
         );
-        let _ = m.handle(Input::Opened { now_ms: 0.0 });
-        let _ = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 1.0,
-        });
+        let _ = run(&mut m, Input::Opened { now_ms: 0.0 });
+        let _ = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 1.0,
+            },
+        );
         // Backoff retry, online, reconnect(): every URL asks again.
-        let retry = url_of(&m.handle(Input::RetryTimerFired)).unwrap_or_default();
-        let _ = m.handle(Input::SourceError {
-            ready_state: ReadyState::Closed,
-            now_ms: 2.0,
-        });
-        let online = url_of(&m.handle(Input::Online)).unwrap_or_default();
-        let manual = url_of(&m.handle(Input::Reconnect)).unwrap_or_default();
+        let retry = url_of(&run(&mut m, Input::RetryTimerFired)).unwrap_or_default();
+        let _ = run(
+            &mut m,
+            Input::SourceError {
+                ready_state: ReadyState::Closed,
+                now_ms: 2.0,
+            },
+        );
+        let online = url_of(&run(&mut m, Input::Online)).unwrap_or_default();
+        let manual = url_of(&run(&mut m, Input::Reconnect)).unwrap_or_default();
         for url in [retry, online, manual] {
             assert!(url.ends_with("?heartbeat=event"), "{url}");
         }
@@ -905,11 +1000,14 @@ mod tests {
             has_get_token: true,
             ..opts()
         });
-        let _ = t.handle(Input::Connect);
-        let cmds = t.handle(Input::TokenReady {
-            seq: 1,
-            token: Ok(Some("t".into())),
-        });
+        let _ = run(&mut t, Input::Connect);
+        let cmds = run(
+            &mut t,
+            Input::TokenReady {
+                seq: 1,
+                token: Ok(Some("t".into())),
+            },
+        );
         assert_eq!(
             url_of(&cmds).as_deref(),
             Some("http://hub/events?token=t&heartbeat=event")
@@ -920,26 +1018,29 @@ mod tests {
     fn watchdog_arms_at_two_and_a_half_heartbeats_as_soon_as_connected_confirms_events() {
         let mut m = machine(opts());
         // Before any `__connected` nothing is known: no default watchdog.
-        let cmds = m.handle(Input::Connect);
+        let cmds = run(&mut m, Input::Connect);
         assert!(cmds.contains(&Command::ClearWatchdog), "{cmds:?}");
         assert!(!cmds
             .iter()
             .any(|c| matches!(c, Command::SetWatchdog { .. })));
-        let cmds = m.handle(Input::Opened { now_ms: 0.0 });
+        let cmds = run(&mut m, Input::Opened { now_ms: 0.0 });
         assert!(!cmds
             .iter()
             .any(|c| matches!(c, Command::SetWatchdog { .. })));
         // Armed by `__connected` itself: no `__heartbeat` has to arrive first.
-        let cmds = m.handle(connected(2.0, true));
+        let cmds = run(&mut m, connected(2.0, true));
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
         // Any event (a `__heartbeat` or an application event) re-arms it.
-        let cmds = m.handle(Input::Activity { id: None });
+        let cmds = run(&mut m, Input::Activity { id: None });
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
-        let cmds = m.handle(Input::Activity {
-            id: Some("1".into()),
-        });
+        let cmds = run(
+            &mut m,
+            Input::Activity {
+                id: Some("1".into()),
+            },
+        );
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
-        let cmds = m.handle(Input::WatchdogFired { now_ms: 9.0 });
+        let cmds = run(&mut m, Input::WatchdogFired { now_ms: 9.0 });
         assert_eq!(cmds.first(), Some(&Command::CloseSource));
         assert!(emits(&cmds).iter().any(|l| matches!(
             l,
@@ -948,11 +1049,11 @@ mod tests {
         )));
         // The next connection is watched from the start, with the last `__connected`'s
         // answer: a stream that stalls before its `__connected` is caught too.
-        let cmds = m.handle(Input::RetryTimerFired);
+        let cmds = run(&mut m, Input::RetryTimerFired);
         assert!(cmds.contains(&Command::SetWatchdog { ms: 5_000 }));
-        let _ = m.handle(Input::Opened { now_ms: 20.0 });
+        let _ = run(&mut m, Input::Opened { now_ms: 20.0 });
         // A new interval announced by the new connection replaces it at once.
-        let cmds = m.handle(connected(1.0, true));
+        let cmds = run(&mut m, connected(1.0, true));
         assert_eq!(cmds, [Command::SetWatchdog { ms: 2_500 }]);
     }
 
@@ -962,17 +1063,20 @@ mod tests {
         open(&mut m, 0.0);
         // A hub that ignored `heartbeat=event` (or predates it): an idle stream would look
         // dead, so there is no default watchdog and events do not arm one.
-        let cmds = m.handle(connected(2.0, false));
+        let cmds = run(&mut m, connected(2.0, false));
         assert_eq!(cmds, [Command::ClearWatchdog]);
-        let cmds = m.handle(Input::Activity {
-            id: Some("1".into()),
-        });
+        let cmds = run(
+            &mut m,
+            Input::Activity {
+                id: Some("1".into()),
+            },
+        );
         assert_eq!(cmds, [Command::ClearWatchdog]);
         assert_eq!(m.watchdog_ms(), None);
         // Confirmed on one connection, then a hub that says no: the watchdog is cleared.
-        let cmds = m.handle(connected(2.0, true));
+        let cmds = run(&mut m, connected(2.0, true));
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
-        let cmds = m.handle(connected(2.0, false));
+        let cmds = run(&mut m, connected(2.0, false));
         assert_eq!(cmds, [Command::ClearWatchdog]);
     }
 
@@ -982,18 +1086,18 @@ mod tests {
             heartbeat_timeout_ms: Some(700),
             ..opts()
         });
-        let cmds = m.handle(Input::Connect);
+        let cmds = run(&mut m, Input::Connect);
         assert!(cmds.contains(&Command::SetWatchdog { ms: 700 }));
         // Also with comment heartbeats: the app chose the timeout.
-        let _ = m.handle(Input::Opened { now_ms: 0.0 });
-        let cmds = m.handle(connected(2.0, false));
+        let _ = run(&mut m, Input::Opened { now_ms: 0.0 });
+        let cmds = run(&mut m, connected(2.0, false));
         assert_eq!(cmds, [Command::SetWatchdog { ms: 700 }]);
         let mut off = machine(Options {
             heartbeat_timeout_ms: Some(0),
             ..opts()
         });
-        let _ = off.handle(Input::Connect);
-        let cmds = off.handle(connected(1.0, true));
+        let _ = run(&mut off, Input::Connect);
+        let cmds = run(&mut off, connected(1.0, true));
         assert_eq!(cmds, [Command::ClearWatchdog]);
     }
 
@@ -1004,8 +1108,8 @@ mod tests {
             ..opts()
         });
         assert!(!m.wants_auto_connect());
-        assert!(m.handle(Input::Connect).is_empty());
-        assert!(m.handle(Input::Reconnect).is_empty());
+        assert!(run(&mut m, Input::Connect).is_empty());
+        assert!(run(&mut m, Input::Reconnect).is_empty());
         assert_eq!(m.ready_state(), ReadyState::Closed);
     }
 
@@ -1019,14 +1123,17 @@ mod tests {
             },
             ..opts()
         });
-        let _ = m.handle(Input::Connect);
+        let _ = run(&mut m, Input::Connect);
         let mut seen = Vec::new();
         for _ in 0..20 {
-            let cmds = m.handle(Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 0.0,
-            });
-            let _ = m.handle(Input::RetryTimerFired);
+            let cmds = run(
+                &mut m,
+                Input::SourceError {
+                    ready_state: ReadyState::Closed,
+                    now_ms: 0.0,
+                },
+            );
+            let _ = run(&mut m, Input::RetryTimerFired);
             for c in cmds {
                 if let Command::SetRetryTimer { ms } = c {
                     seen.push(ms);

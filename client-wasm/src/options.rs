@@ -1,15 +1,18 @@
 //! Client options: their defaults, and parsing + validation of the JavaScript options object.
 //!
-//! The browser glue turns the JS object into [`OptionValue`]s; everything after that (type
-//! checks, ranges, unknown keys, names allowed by the hub) is here and tested natively.
+//! Parsing reads a JavaScript object through the [`Value`] trait (the browser glue implements
+//! it for `JsValue`, the tests for [`OptionValue`]), so everything (type checks, ranges,
+//! unknown keys, names allowed by the hub) is here and tested natively. Parsing only converts
+//! types; [`Options::validate`] holds the value rules, the same for the JavaScript options and
+//! the Rust builder.
 //!
 //! ```
 //! use eventwire_client::options::{OptionValue, Options};
 //!
-//! let opts = Options::from_entries(vec![
+//! let opts = Options::parse(&OptionValue::Object(vec![
 //!     ("clientId".into(), OptionValue::String("tab-1".into())),
 //!     ("backoff".into(), OptionValue::Object(vec![("factor".into(), OptionValue::Number(0.5))])),
-//! ]);
+//! ]));
 //! assert!(opts.unwrap_err().to_string().contains("backoff.factor"));
 //! ```
 
@@ -39,12 +42,87 @@ pub enum OptionValue {
     Object(Vec<(String, OptionValue)>),
     /// A function (only `getToken` takes one; the glue keeps the function itself).
     Function,
-    /// Anything else; the string is its `typeof`.
-    Other(String),
+    /// Anything else, with its name for messages (`a symbol`).
+    Other(&'static str),
 }
 
-impl OptionValue {
-    fn type_name(&self) -> &str {
+/// A JavaScript value, as far as option parsing looks at it.
+pub trait Value: Sized {
+    /// `undefined` or `null`: the option is not given.
+    fn is_absent(&self) -> bool;
+    /// The boolean, when it is one.
+    fn as_bool(&self) -> Option<bool>;
+    /// The number, when it is one.
+    fn as_number(&self) -> Option<f64>;
+    /// The string, when it is one.
+    fn as_str(&self) -> Option<String>;
+    /// Whether it is a function.
+    fn is_function(&self) -> bool;
+    /// The items, when it is an array.
+    fn items(&self) -> Option<Vec<Self>>;
+    /// The own enumerable keys, when it is a plain object (not an array or a function).
+    fn keys(&self) -> Option<Vec<String>>;
+    /// The property `key` of an object.
+    fn get(&self, key: &str) -> Self;
+    /// What it is, for messages: `a string`, `an array`, `null`...
+    fn type_name(&self) -> &'static str;
+}
+
+impl Value for OptionValue {
+    fn is_absent(&self) -> bool {
+        matches!(self, Self::Undefined | Self::Null)
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Self::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn as_number(&self) -> Option<f64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn as_str(&self) -> Option<String> {
+        match self {
+            Self::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn is_function(&self) -> bool {
+        matches!(self, Self::Function)
+    }
+
+    fn items(&self) -> Option<Vec<Self>> {
+        match self {
+            Self::Array(items) => Some(items.clone()),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Option<Vec<String>> {
+        match self {
+            Self::Object(entries) => Some(entries.iter().map(|(k, _)| k.clone()).collect()),
+            _ => None,
+        }
+    }
+
+    fn get(&self, key: &str) -> Self {
+        match self {
+            Self::Object(entries) => entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(Self::Undefined, |(_, v)| v.clone()),
+            _ => Self::Undefined,
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
         match self {
             Self::Undefined => "undefined",
             Self::Null => "null",
@@ -56,10 +134,6 @@ impl OptionValue {
             Self::Function => "a function",
             Self::Other(t) => t,
         }
-    }
-
-    fn is_absent(&self) -> bool {
-        matches!(self, Self::Undefined | Self::Null)
     }
 }
 
@@ -110,292 +184,252 @@ impl Default for Options {
     }
 }
 
-/// The option names `createClient` accepts.
-pub const KNOWN_OPTIONS: &[&str] = &[
-    "clientId",
-    "topics",
-    "events",
-    "token",
-    "getToken",
-    "lastEventId",
-    "withCredentials",
-    "autoConnect",
-    "enabled",
-    "backoff",
-    "heartbeatTimeoutMs",
+/// How an option's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A string.
+    Text,
+    /// An array of strings.
+    Texts,
+    /// A boolean.
+    Flag,
+    /// A delay: a number from 0 to `u32::MAX` milliseconds (rounded).
+    Millis,
+    /// Any number but NaN (ranges are [`Options::validate`]'s).
+    Number,
+    /// A whole number, 0 or more; `Infinity` means no limit.
+    Count,
+    /// A function.
+    Function,
+    /// The `backoff` object.
+    Backoff,
+}
+
+impl Kind {
+    /// What the option must be, for the error message.
+    fn expected(self) -> &'static str {
+        match self {
+            Self::Text => "expected a string",
+            Self::Texts => "expected an array of strings",
+            Self::Flag => "expected a boolean",
+            Self::Millis => "expected a number of milliseconds, 0 or more",
+            Self::Number => "expected a number",
+            Self::Count => "expected a whole number, 0 or more (or Infinity)",
+            Self::Function => "expected an async function",
+            Self::Backoff => "expected an object",
+        }
+    }
+}
+
+/// A value read for an option: the field its [`Kind`] fills.
+#[derive(Debug, Default)]
+struct Read {
+    text: String,
+    texts: Vec<String>,
+    /// Numbers, and booleans as 1 or 0.
+    number: f64,
+}
+
+/// Stores a value read into the options.
+type Apply = fn(&mut Options, Read);
+
+/// One accepted key: its name, how its value is read, where it goes.
+type Spec = (&'static str, Kind, Apply);
+
+/// The options `createClient` accepts: one table drives parsing, unknown-key detection and
+/// the messages (a table instead of code per option keeps the JavaScript build small).
+const OPTIONS: [Spec; 11] = [
+    ("clientId", Kind::Text, |o, r| o.client_id = Some(r.text)),
+    ("topics", Kind::Texts, |o, r| o.topics = r.texts),
+    ("events", Kind::Texts, |o, r| o.events = r.texts),
+    ("token", Kind::Text, |o, r| {
+        o.token = Some(r.text).filter(|t| !t.is_empty());
+    }),
+    ("getToken", Kind::Function, |o, _| o.has_get_token = true),
+    ("lastEventId", Kind::Text, |o, r| {
+        o.last_event_id = Some(r.text).filter(|t| !t.is_empty());
+    }),
+    ("withCredentials", Kind::Flag, |o, r| {
+        o.with_credentials = r.number != 0.0;
+    }),
+    ("autoConnect", Kind::Flag, |o, r| {
+        o.auto_connect = r.number != 0.0
+    }),
+    ("enabled", Kind::Flag, |o, r| o.enabled = r.number != 0.0),
+    ("backoff", Kind::Backoff, |_, _| {}),
+    ("heartbeatTimeoutMs", Kind::Millis, |o, r| {
+        o.heartbeat_timeout_ms = Some(r.number as u32);
+    }),
 ];
 
 /// The keys of the `backoff` option.
-pub const KNOWN_BACKOFF_OPTIONS: &[&str] = &[
-    "initialDelayMs",
-    "factor",
-    "maxDelayMs",
-    "maxAttempts",
-    "jitter",
+const BACKOFF_OPTIONS: [Spec; 5] = [
+    ("initialDelayMs", Kind::Millis, |o, r| {
+        o.backoff.initial_delay_ms = r.number as u32;
+    }),
+    ("factor", Kind::Number, |o, r| o.backoff.factor = r.number),
+    ("maxDelayMs", Kind::Millis, |o, r| {
+        o.backoff.max_delay_ms = r.number as u32;
+    }),
+    // `as` saturates: Infinity becomes u32::MAX, "no limit".
+    ("maxAttempts", Kind::Count, |o, r| {
+        o.backoff.max_attempts = r.number as u32;
+    }),
+    ("jitter", Kind::Number, |o, r| o.backoff.jitter = r.number),
 ];
 
+/// The option names `createClient` accepts.
+pub const KNOWN_OPTIONS: [&str; 11] = {
+    let mut names = [""; 11];
+    let mut i = 0;
+    while i < OPTIONS.len() {
+        names[i] = OPTIONS[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// The keys of the `backoff` option.
+pub const KNOWN_BACKOFF_OPTIONS: [&str; 5] = {
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < BACKOFF_OPTIONS.len() {
+        names[i] = BACKOFF_OPTIONS[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// What a name (`clientId`, a topic, an event type) must be: the hub's rule.
+const NAME_RULE: &str = "must be 1 to 128 characters, without commas or control characters";
+
 impl Options {
-    /// Parses and validates the entries of a JavaScript options object.
+    /// Parses and validates a JavaScript options object (`undefined` or `null`: defaults).
     ///
     /// # Errors
-    /// [`Error::UnknownOption`] for a key not in [`KNOWN_OPTIONS`], [`Error::InvalidOption`]
-    /// naming the first invalid option otherwise.
-    pub fn from_entries(entries: Vec<(String, OptionValue)>) -> Result<Self, Error> {
-        let mut opts = Self::default();
-        for (key, value) in entries {
-            if value.is_absent() {
-                if KNOWN_OPTIONS.contains(&key.as_str()) {
-                    continue;
-                }
-                return Err(Error::UnknownOption(key));
-            }
-            match key.as_str() {
-                "clientId" => opts.client_id = Some(name(&key, &value)?),
-                "topics" => opts.topics = names(&key, &value)?,
-                "events" => opts.events = names(&key, &value)?,
-                "token" => opts.token = Some(string(&key, &value)?).filter(|t| !t.is_empty()),
-                "getToken" => match value {
-                    OptionValue::Function => opts.has_get_token = true,
-                    other => return Err(wrong_type(&key, "an async function", &other)),
-                },
-                "lastEventId" => opts.last_event_id = last_event_id(&key, &value)?,
-                "withCredentials" => opts.with_credentials = boolean(&key, &value)?,
-                "autoConnect" => opts.auto_connect = boolean(&key, &value)?,
-                "enabled" => opts.enabled = boolean(&key, &value)?,
-                "backoff" => opts.backoff = backoff(&value)?,
-                "heartbeatTimeoutMs" => opts.heartbeat_timeout_ms = Some(millis(&key, &value)?),
-                _ => return Err(Error::UnknownOption(key)),
-            }
+    /// [`Error::UnknownOption`] for a key not in [`KNOWN_OPTIONS`] (or
+    /// [`KNOWN_BACKOFF_OPTIONS`] inside `backoff`), [`Error::InvalidOption`] naming the first
+    /// invalid option otherwise.
+    pub fn parse<V: Value>(options: &V) -> Result<Self, Error> {
+        let mut o = Self::default();
+        if !options.is_absent() && !read(options, &OPTIONS, "", &mut o)? {
+            return Err(Error::option("options", "expected an object"));
         }
-        Ok(opts)
+        o.validate()?;
+        Ok(o)
     }
 
-    /// Validates options built from Rust (the builder), with the same rules as
-    /// [`Options::from_entries`].
+    /// Validates options (parsed, or built from Rust with the builder): names as the hub
+    /// accepts them, a `lastEventId` without control characters, `backoff.factor` at least 1
+    /// and `backoff.jitter` from 0 to 1.
     ///
     /// # Errors
     /// [`Error::InvalidOption`] naming the first invalid option.
     pub fn validate(&self) -> Result<(), Error> {
         if let Some(id) = &self.client_id {
-            check_name("clientId", id)?;
+            if !is_name(id) {
+                return Err(Error::option("clientId", NAME_RULE));
+            }
         }
         for (list, key) in [(&self.topics, "topics"), (&self.events, "events")] {
-            for (i, n) in list.iter().enumerate() {
-                check_name(&indexed(key, i), n)?;
+            for (i, name) in list.iter().enumerate() {
+                if !is_name(name) {
+                    let mut path = cat(&[key, "["]);
+                    push_uint(&mut path, i as u64);
+                    path.push(']');
+                    return Err(Error::option(path, NAME_RULE));
+                }
             }
         }
         if let Some(id) = &self.last_event_id {
-            check_last_event_id("lastEventId", id)?;
+            if id.chars().any(char::is_control) {
+                return Err(Error::option(
+                    "lastEventId",
+                    "must not contain control characters",
+                ));
+            }
         }
-        check_backoff(&self.backoff)
+        let b = &self.backoff;
+        if !(b.factor.is_finite() && b.factor >= 1.0) {
+            return Err(Error::option("backoff.factor", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&b.jitter) {
+            return Err(Error::option("backoff.jitter", "must be from 0 to 1"));
+        }
+        Ok(())
     }
 }
 
-/// Formats a number for a message without `core`'s float formatting (which costs ~15 KB of
-/// wasm): integers exactly, others to at most 6 decimals.
-pub fn fmt_num(n: f64) -> String {
-    if n.is_nan() {
-        return "NaN".into();
+/// Reads the keys of `object` listed in `specs` into `o` (`prefix` + key is the option's
+/// path). `Ok(false)` when `object` is not a plain object.
+fn read<V: Value>(
+    object: &V,
+    specs: &[Spec],
+    prefix: &str,
+    o: &mut Options,
+) -> Result<bool, Error> {
+    let Some(keys) = object.keys() else {
+        return Ok(false);
+    };
+    for key in keys {
+        if !specs.iter().any(|(name, ..)| *name == key) {
+            return Err(Error::UnknownOption(cat(&[prefix, &key])));
+        }
     }
-    if n.is_infinite() {
-        return if n > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
+    for &(key, kind, apply) in specs {
+        let value = object.get(key);
+        if value.is_absent() {
+            continue;
+        }
+        let mut r = Read::default();
+        let number = value.as_number();
+        let ok = match kind {
+            Kind::Text => value.as_str().map(|s| r.text = s).is_some(),
+            Kind::Texts => value.items().is_some_and(|items| {
+                let len = items.len();
+                for item in items {
+                    r.texts.extend(item.as_str());
+                }
+                r.texts.len() == len
+            }),
+            Kind::Flag => value
+                .as_bool()
+                .map(|b| r.number = f64::from(u8::from(b)))
+                .is_some(),
+            Kind::Millis => number
+                .filter(|n| (0.0..=f64::from(u32::MAX)).contains(n))
+                .map(|n| r.number = crate::num::round(n))
+                .is_some(),
+            Kind::Number => number
+                .filter(|n| !n.is_nan())
+                .map(|n| r.number = n)
+                .is_some(),
+            Kind::Count => number
+                .filter(|n| *n >= 0.0 && (n.is_infinite() || crate::num::is_whole(*n)))
+                .map(|n| r.number = n)
+                .is_some(),
+            Kind::Function => value.is_function(),
+            Kind::Backoff => read(&value, &BACKOFF_OPTIONS, "backoff.", o)?,
         };
-    }
-    let mut out = String::new();
-    if n < 0.0 {
-        out.push('-');
-    }
-    let abs = n.abs();
-    if abs >= 1e18 {
-        out.push_str("1e18+");
-        return out;
-    }
-    let scaled = crate::num::round(abs * 1e6) as u64;
-    let (int, mut frac) = (scaled / 1_000_000, scaled % 1_000_000);
-    push_uint(&mut out, int);
-    if frac != 0 {
-        let mut digits = 6;
-        while frac % 10 == 0 {
-            frac /= 10;
-            digits -= 1;
+        if !ok {
+            return Err(Error::option(cat(&[prefix, key]), kind.expected()));
         }
-        out.push('.');
-        // Leading zeros of the fraction: `frac` has fewer digits than `digits`.
-        let mut width = 1;
-        let mut rest = frac / 10;
-        while rest > 0 {
-            width += 1;
-            rest /= 10;
-        }
-        for _ in width..digits {
-            out.push('0');
-        }
-        push_uint(&mut out, frac);
+        apply(o, r);
     }
-    out
-}
-
-/// `key[i]`, the path of an array element.
-fn indexed(key: &str, i: usize) -> String {
-    let mut out = cat(&[key, "["]);
-    push_uint(&mut out, i as u64);
-    out.push(']');
-    out
-}
-
-fn wrong_type(key: &str, expected: &str, got: &OptionValue) -> Error {
-    Error::option(
-        key,
-        cat(&["expected ", expected, ", got ", got.type_name()]),
-    )
-}
-
-fn string(key: &str, value: &OptionValue) -> Result<String, Error> {
-    match value {
-        OptionValue::String(s) => Ok(s.clone()),
-        other => Err(wrong_type(key, "a string", other)),
-    }
-}
-
-fn boolean(key: &str, value: &OptionValue) -> Result<bool, Error> {
-    match value {
-        OptionValue::Bool(b) => Ok(*b),
-        other => Err(wrong_type(key, "a boolean", other)),
-    }
+    Ok(true)
 }
 
 /// The hub's rule for names: 1 to 128 characters, no control characters, no commas.
-fn check_name(key: &str, s: &str) -> Result<(), Error> {
+fn is_name(s: &str) -> bool {
     // One pass, no `chars().count()` (its fast path is ~1 KB of wasm).
     let mut len = 0usize;
     for c in s.chars() {
         if c.is_control() || c == ',' {
-            return Err(Error::option(
-                key,
-                "must not contain commas or control characters",
-            ));
+            return false;
         }
         len += 1;
     }
-    if len == 0 || len > 128 {
-        return Err(Error::option(key, "must be 1 to 128 characters"));
-    }
-    Ok(())
-}
-
-fn name(key: &str, value: &OptionValue) -> Result<String, Error> {
-    let s = string(key, value)?;
-    check_name(key, &s)?;
-    Ok(s)
-}
-
-fn names(key: &str, value: &OptionValue) -> Result<Vec<String>, Error> {
-    match value {
-        OptionValue::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                out.push(name(&indexed(key, i), item)?);
-            }
-            Ok(out)
-        }
-        other => Err(wrong_type(key, "an array of strings", other)),
-    }
-}
-
-fn check_last_event_id(key: &str, s: &str) -> Result<(), Error> {
-    if s.chars().any(char::is_control) {
-        return Err(Error::option(key, "must not contain control characters"));
-    }
-    Ok(())
-}
-
-fn last_event_id(key: &str, value: &OptionValue) -> Result<Option<String>, Error> {
-    let s = string(key, value)?;
-    check_last_event_id(key, &s)?;
-    Ok(Some(s).filter(|s| !s.is_empty()))
-}
-
-fn number(key: &str, value: &OptionValue) -> Result<f64, Error> {
-    match value {
-        OptionValue::Number(n) if n.is_nan() => {
-            Err(Error::option(key, "must be a number, got NaN"))
-        }
-        OptionValue::Number(n) => Ok(*n),
-        other => Err(wrong_type(key, "a number", other)),
-    }
-}
-
-/// A delay in milliseconds: finite, not negative, at most `u32::MAX`.
-fn millis(key: &str, value: &OptionValue) -> Result<u32, Error> {
-    let n = number(key, value)?;
-    if n < 0.0 {
-        return Err(Error::option(
-            key,
-            cat(&["must not be negative (got ", &fmt_num(n), ")"]),
-        ));
-    }
-    if !n.is_finite() || n > f64::from(u32::MAX) {
-        return Err(Error::option(
-            key,
-            cat(&["is too large (got ", &fmt_num(n), ")"]),
-        ));
-    }
-    Ok(crate::num::round(n) as u32)
-}
-
-fn backoff(value: &OptionValue) -> Result<Backoff, Error> {
-    let OptionValue::Object(entries) = value else {
-        return Err(wrong_type("backoff", "an object", value));
-    };
-    let mut b = Backoff::default();
-    for (key, value) in entries {
-        let path = cat(&["backoff.", key]);
-        if value.is_absent() && KNOWN_BACKOFF_OPTIONS.contains(&key.as_str()) {
-            continue;
-        }
-        match key.as_str() {
-            "initialDelayMs" => b.initial_delay_ms = millis(&path, value)?,
-            "maxDelayMs" => b.max_delay_ms = millis(&path, value)?,
-            "factor" => b.factor = number(&path, value)?,
-            "jitter" => b.jitter = number(&path, value)?,
-            "maxAttempts" => {
-                let n = number(&path, value)?;
-                if n < 0.0 || (n.is_finite() && !crate::num::is_whole(n)) {
-                    return Err(Error::option(
-                        &path,
-                        cat(&["must be a whole number, 0 or more (got ", &fmt_num(n), ")"]),
-                    ));
-                }
-                b.max_attempts = if n >= f64::from(u32::MAX) {
-                    u32::MAX
-                } else {
-                    n as u32
-                };
-            }
-            _ => return Err(Error::UnknownOption(path)),
-        }
-    }
-    check_backoff(&b)?;
-    Ok(b)
-}
-
-fn check_backoff(b: &Backoff) -> Result<(), Error> {
-    if !b.factor.is_finite() || b.factor < 1.0 {
-        return Err(Error::option(
-            "backoff.factor",
-            cat(&["must be at least 1 (got ", &fmt_num(b.factor), ")"]),
-        ));
-    }
-    if !(0.0..=1.0).contains(&b.jitter) {
-        return Err(Error::option(
-            "backoff.jitter",
-            cat(&["must be between 0 and 1 (got ", &fmt_num(b.jitter), ")"]),
-        ));
-    }
-    Ok(())
+    (1..=128).contains(&len)
 }
 
 #[cfg(test)]
@@ -406,13 +440,17 @@ mod tests {
         OptionValue::String(v.into())
     }
 
-    fn parse(entries: Vec<(&str, OptionValue)>) -> Result<Options, Error> {
-        Options::from_entries(
+    fn object(entries: Vec<(&str, OptionValue)>) -> OptionValue {
+        OptionValue::Object(
             entries
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
         )
+    }
+
+    fn parse(entries: Vec<(&str, OptionValue)>) -> Result<Options, Error> {
+        Options::parse(&object(entries))
     }
 
     fn err(entries: Vec<(&str, OptionValue)>) -> String {
@@ -422,26 +460,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn numbers_format_without_float_machinery() {
-        assert_eq!(fmt_num(0.5), "0.5");
-        assert_eq!(fmt_num(-1.0), "-1");
-        assert_eq!(fmt_num(2.25), "2.25");
-        assert_eq!(fmt_num(0.000001), "0.000001");
-        assert_eq!(fmt_num(0.05), "0.05");
-        assert_eq!(fmt_num(3.00025), "3.00025");
-        assert_eq!(fmt_num(-0.1), "-0.1");
-        assert_eq!(fmt_num(1e20), "1e18+");
-        assert_eq!(fmt_num(1234567.0), "1234567");
-        assert_eq!(fmt_num(f64::NAN), "NaN");
-        assert_eq!(fmt_num(f64::NEG_INFINITY), "-Infinity");
+    fn backoff_err(key: &str, value: OptionValue) -> String {
+        err(vec![("backoff", object(vec![(key, value)]))])
     }
 
     #[test]
-    fn empty_gives_defaults() {
+    fn empty_absent_and_defaults() {
         assert_eq!(parse(vec![]), Ok(Options::default()));
+        assert_eq!(
+            Options::parse(&OptionValue::Undefined),
+            Ok(Options::default())
+        );
+        assert_eq!(Options::parse(&OptionValue::Null), Ok(Options::default()));
         let d = Options::default();
         assert!(d.auto_connect && d.enabled && !d.with_credentials);
+        for not_an_object in [s("x"), OptionValue::Array(vec![]), OptionValue::Function] {
+            let e = Options::parse(&not_an_object).unwrap_err().to_string();
+            assert_eq!(e, "eventwire: invalid option `options`: expected an object");
+        }
     }
 
     #[test]
@@ -458,12 +494,12 @@ mod tests {
             ("enabled", OptionValue::Bool(false)),
             (
                 "backoff",
-                OptionValue::Object(vec![
-                    ("initialDelayMs".into(), OptionValue::Number(100.0)),
-                    ("factor".into(), OptionValue::Number(1.5)),
-                    ("maxDelayMs".into(), OptionValue::Number(1000.0)),
-                    ("maxAttempts".into(), OptionValue::Number(3.0)),
-                    ("jitter".into(), OptionValue::Number(0.0)),
+                object(vec![
+                    ("initialDelayMs", OptionValue::Number(100.0)),
+                    ("factor", OptionValue::Number(1.5)),
+                    ("maxDelayMs", OptionValue::Number(1000.4)),
+                    ("maxAttempts", OptionValue::Number(3.0)),
+                    ("jitter", OptionValue::Number(0.0)),
                 ]),
             ),
             ("heartbeatTimeoutMs", OptionValue::Number(500.0)),
@@ -487,6 +523,8 @@ mod tests {
             }
         );
         assert_eq!(o.heartbeat_timeout_ms, Some(500));
+        let o = parse(vec![("withCredentials", OptionValue::Bool(false))]);
+        assert_eq!(o, Ok(Options::default()));
     }
 
     #[test]
@@ -494,6 +532,7 @@ mod tests {
         let o = parse(vec![
             ("clientId", OptionValue::Undefined),
             ("topics", OptionValue::Null),
+            ("backoff", OptionValue::Null),
         ]);
         assert_eq!(o, Ok(Options::default()));
     }
@@ -505,56 +544,68 @@ mod tests {
             "eventwire: unknown option `clientID`"
         );
         assert!(err(vec![("nope", OptionValue::Null)]).contains("`nope`"));
-        let e = err(vec![(
-            "backoff",
-            OptionValue::Object(vec![("initialDelay".into(), OptionValue::Number(1.0))]),
-        )]);
-        assert!(e.contains("`backoff.initialDelay`"), "{e}");
+        let e = backoff_err("initialDelay", OptionValue::Number(1.0));
+        assert_eq!(e, "eventwire: unknown option `backoff.initialDelay`");
+        assert_eq!(KNOWN_OPTIONS.len(), 11);
+        assert!(KNOWN_OPTIONS.contains(&"getToken") && KNOWN_BACKOFF_OPTIONS.contains(&"jitter"));
     }
 
     #[test]
-    fn bad_values_name_the_option() {
-        let bo = |k: &str, v: f64| {
-            err(vec![(
-                "backoff",
-                OptionValue::Object(vec![(k.into(), OptionValue::Number(v))]),
-            )])
-        };
-        assert!(
-            bo("initialDelayMs", -1.0).contains("`backoff.initialDelayMs`: must not be negative")
+    fn bad_values_name_the_option_and_the_rule() {
+        let n = OptionValue::Number;
+        assert_eq!(
+            backoff_err("initialDelayMs", n(-1.0)),
+            "eventwire: invalid option `backoff.initialDelayMs`: expected a number of \
+             milliseconds, 0 or more"
         );
-        assert!(bo("maxDelayMs", -5.0).contains("`backoff.maxDelayMs`"));
-        assert!(bo("factor", 0.5).contains("`backoff.factor`: must be at least 1"));
-        assert!(bo("jitter", 1.5).contains("`backoff.jitter`"));
-        assert!(bo("maxAttempts", 2.5).contains("`backoff.maxAttempts`"));
-        assert!(bo("maxAttempts", -1.0).contains("`backoff.maxAttempts`"));
-        assert!(bo("factor", f64::NAN).contains("NaN"));
-        assert!(err(vec![("heartbeatTimeoutMs", OptionValue::Number(-1.0))])
-            .contains("`heartbeatTimeoutMs`: must not be negative"));
-        assert!(err(vec![("topics", s("a,b"))]).contains("`topics`: expected an array"));
-        assert!(err(vec![(
-            "topics",
-            OptionValue::Array(vec![s("ok"), s("a,b")])
-        )])
-        .contains("`topics[1]`"));
+        assert!(backoff_err("maxDelayMs", n(-5.0)).contains("`backoff.maxDelayMs`"));
+        assert!(backoff_err("maxDelayMs", n(f64::INFINITY)).contains("`backoff.maxDelayMs`"));
+        assert!(backoff_err("maxDelayMs", n(5e9)).contains("`backoff.maxDelayMs`"));
+        assert!(backoff_err("maxDelayMs", s("5")).contains("`backoff.maxDelayMs`"));
+        assert_eq!(
+            backoff_err("factor", n(0.5)),
+            "eventwire: invalid option `backoff.factor`: must be at least 1"
+        );
+        assert!(backoff_err("factor", n(f64::NAN)).contains("`backoff.factor`: expected a number"));
+        assert!(backoff_err("jitter", n(1.5)).contains("`backoff.jitter`: must be from 0 to 1"));
+        assert!(backoff_err("jitter", n(-0.1)).contains("`backoff.jitter`"));
+        assert!(
+            backoff_err("maxAttempts", n(2.5)).contains("`backoff.maxAttempts`: expected a whole")
+        );
+        assert!(backoff_err("maxAttempts", n(-1.0)).contains("`backoff.maxAttempts`"));
+        assert!(err(vec![("heartbeatTimeoutMs", n(-1.0))]).contains("`heartbeatTimeoutMs`"));
+        assert!(err(vec![("topics", s("a,b"))]).contains("`topics`: expected an array of strings"));
+        assert!(
+            err(vec![("topics", OptionValue::Array(vec![s("ok"), n(1.0)]))])
+                .contains("`topics`: expected an array of strings")
+        );
+        assert_eq!(
+            err(vec![(
+                "topics",
+                OptionValue::Array(vec![s("ok"), s("a,b")])
+            )]),
+            "eventwire: invalid option `topics[1]`: must be 1 to 128 characters, without commas \
+             or control characters"
+        );
         assert!(err(vec![("events", OptionValue::Array(vec![s("")]))]).contains("`events[0]`"));
         assert!(err(vec![("clientId", s(&"x".repeat(129)))]).contains("`clientId`"));
+        assert!(parse(vec![("clientId", s(&"é".repeat(128)))]).is_ok());
+        assert!(err(vec![("clientId", s("a\u{7}b"))]).contains("`clientId`"));
+        assert!(err(vec![("lastEventId", s("1\n2"))]).contains("`lastEventId`"));
         assert!(
             err(vec![("getToken", s("abc"))]).contains("`getToken`: expected an async function")
         );
         assert!(err(vec![("autoConnect", s("yes"))]).contains("`autoConnect`: expected a boolean"));
-        assert!(err(vec![("backoff", OptionValue::Number(1.0))])
-            .contains("`backoff`: expected an object"));
+        assert!(err(vec![("token", n(5.0))]).contains("`token`: expected a string"));
+        assert!(err(vec![("backoff", n(1.0))]).contains("`backoff`: expected an object"));
+        assert!(err(vec![("backoff", OptionValue::Array(vec![]))]).contains("`backoff`"));
     }
 
     #[test]
-    fn infinite_max_attempts_is_allowed() {
+    fn infinite_max_attempts_means_no_limit() {
         let o = parse(vec![(
             "backoff",
-            OptionValue::Object(vec![(
-                "maxAttempts".into(),
-                OptionValue::Number(f64::INFINITY),
-            )]),
+            object(vec![("maxAttempts", OptionValue::Number(f64::INFINITY))]),
         )]);
         assert_eq!(o.map(|o| o.backoff.max_attempts), Ok(u32::MAX));
     }

@@ -2,6 +2,14 @@
 //! `EventSource`, timers, window listeners and the listener registry, and carries out the
 //! machine's commands.
 //!
+//! The core speaks JavaScript only: listeners are JS functions called with plain event
+//! objects (`{ type, data, raw, id }` for stream events, the lifecycle fields otherwise), and
+//! `getToken` is a JS function. The Rust API wraps Rust closures into JS functions and reads
+//! its typed events back from those objects, so the build JavaScript users get carries one
+//! dispatch path and no Rust-listener machinery. Payloads stay JS strings on their way to
+//! listeners (no UTF-8 round trip through wasm memory); only ids, types and system events are
+//! read into Rust.
+//!
 //! Ownership: everything the browser can call back into (EventSource listeners, timers, the
 //! window's `online` and the document's `visibilitychange` listeners) is a handle
 //! ([`Listen`], [`Timer`]) stored in [`Inner`]; dropping it removes the listener or clears
@@ -11,94 +19,22 @@
 //! hold only a `Weak` reference, so dropping the client frees everything. User code
 //! (listeners, `getToken`) is never called while `Inner` is borrowed.
 
-use core::{
-    cell::{Ref, RefCell, RefMut},
-    future::Future,
-    pin::Pin,
-};
+use core::cell::{Ref, RefCell, RefMut};
 
+use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::{prelude::*, JsCast};
 use web_sys::{EventSource, EventSourceInit, MessageEvent};
 
 use super::handles::{Listen, Timer};
 use crate::prelude::*;
 use crate::{
-    decode::{decode_with, is_lifecycle, millis_hint, Decoded, SystemEvent},
+    decode::{is_lifecycle, millis_hint, SystemEvent},
     error::Error,
     listeners::Registry,
-    machine::{Command, ErrorKind, Input, Lifecycle, Machine, ReadyState},
+    machine::{Command, ErrorKind, Input, Io, Lifecycle, Machine, ReadyState},
     options::Options,
     text::cat,
 };
-
-/// An event that arrived on the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The event type (`event:` field; `message` when absent).
-    pub event_type: String,
-    /// The payload as sent (`data:` lines joined).
-    pub data: String,
-    /// The event id; `None` for system events, which carry none (except `__connected`, which
-    /// may carry the hub's newest id as a starting point).
-    pub id: Option<String>,
-}
-
-/// What a listener receives.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientEvent {
-    /// An event from the stream (application events, and system events asked for by name).
-    Message(Message),
-    /// A lifecycle event: `open`, `statechange`, `reconnecting`, `error`.
-    Lifecycle(Lifecycle),
-    /// `gap`: the hub's `__gap` arrived (its payload is in the message).
-    Gap(Message),
-}
-
-impl ClientEvent {
-    /// The type listeners subscribe to for this event.
-    pub fn event_type(&self) -> &str {
-        match self {
-            Self::Message(m) => &m.event_type,
-            Self::Gap(_) => "gap",
-            Self::Lifecycle(Lifecycle::Open) => "open",
-            Self::Lifecycle(Lifecycle::StateChange(_)) => "statechange",
-            Self::Lifecycle(Lifecycle::Reconnecting { .. }) => "reconnecting",
-            Self::Lifecycle(Lifecycle::Error { .. }) => "error",
-        }
-    }
-}
-
-/// A boxed future, as returned by a Rust token provider.
-pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>>>>;
-
-/// Where tokens come from before each (re)connect.
-#[derive(Clone)]
-pub(crate) enum TokenSource {
-    /// A JavaScript function returning a string or a promise of one.
-    Js(js_sys::Function),
-    /// A Rust token provider, its future already turned into a promise (by the Rust API, so
-    /// the future executor is only in builds that use it).
-    Rust(Rc<dyn Fn() -> js_sys::Promise>),
-}
-
-/// A registered listener.
-#[derive(Clone)]
-pub(crate) enum Listener {
-    /// A JavaScript function, called with `{ type, data, raw, id }` (or the lifecycle fields).
-    Js(js_sys::Function),
-    /// A Rust closure.
-    Rust(Rc<dyn Fn(&ClientEvent)>),
-}
-
-impl Listener {
-    fn same(a: &Self, b: &Self) -> bool {
-        match (a, b) {
-            (Self::Js(a), Self::Js(b)) => JsValue::from(a) == JsValue::from(b),
-            (Self::Rust(a), Self::Rust(b)) => Rc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-}
 
 /// The current `EventSource` and the listeners attached to it (`open`, `error`, the system
 /// events and one per listened type, all calling the client's callback). Dropping it closes
@@ -124,9 +60,16 @@ enum TimerKind {
 
 pub(crate) struct Inner {
     machine: Machine,
+    /// Everything else: what carries out the machine's commands.
+    io: Driver,
+}
+
+/// The browser side of a client: carries out the machine's commands as they come ([`Io`]).
+pub(crate) struct Driver {
     url: String,
-    listeners: Registry<Listener>,
-    token_source: Option<TokenSource>,
+    listeners: Registry<Function>,
+    get_token: Option<Function>,
+    with_credentials: bool,
     source: Option<Source>,
     retry_timer: Option<Timer>,
     watchdog: Option<Timer>,
@@ -135,15 +78,19 @@ pub(crate) struct Inner {
     /// `close()` after all of them.
     callback: Option<Closure<dyn Fn(JsValue, JsValue)>>,
     /// `callback` as a JS function (kept apart so handles can be removed after it is gone).
-    callback_fn: js_sys::Function,
+    callback_fn: Function,
+    /// What calls user code, done once the borrow of `Inner` has ended.
+    later: Vec<Later>,
     disposed: bool,
 }
 
 /// Something that calls user code, done after the borrow of `Inner` ends.
-enum Effect {
-    Emit(Lifecycle),
+enum Later {
+    /// Call the listeners of this type with this event object.
+    Emit(&'static str, JsValue),
     FetchToken(u64),
-    Feed(Input),
+    /// The `EventSource` could not be created: a failed attempt.
+    OpenFailed,
 }
 
 /// A cheap handle to the shared client state.
@@ -155,7 +102,7 @@ impl core::fmt::Debug for Core {
         match self.0.try_borrow() {
             Ok(inner) => f
                 .debug_struct("Client")
-                .field("url", &inner.url)
+                .field("url", &inner.io.url)
                 .field("readyState", &inner.machine.ready_state())
                 .finish_non_exhaustive(),
             Err(_) => f.write_str("Client { .. }"),
@@ -174,21 +121,41 @@ extern "C" {
     /// `web_sys::window()`, which probes four globals and costs imports and wasm.
     #[wasm_bindgen(thread_local_v2, js_name = globalThis)]
     static GLOBAL: JsValue;
+
+    /// `JSON.parse` on a JS string as it is (js-sys's takes a `&str`, which would copy the
+    /// payload into wasm memory and back).
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
+
+    /// A promise, seen through a [`then`](https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/Promise/then)
+    /// that takes plain functions (js-sys's takes closures).
+    type Thenable;
+
+    #[wasm_bindgen(method)]
+    fn then(this: &Thenable, resolve: &JsValue, reject: &JsValue);
+}
+
+/// `target[key]` (`undefined` when absent).
+pub(crate) fn get(target: &JsValue, key: &str) -> JsValue {
+    Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `target[key] = value` on a plain object.
+pub(crate) fn set(target: &JsValue, key: &str, value: impl Into<JsValue>) {
+    // Reflect.set on a plain object cannot fail.
+    let _ = Reflect::set(target, &JsValue::from_str(key), &value.into());
 }
 
 /// `globalThis[key]`, when it is an object (`document`, `location`).
 fn global_object(key: &str) -> Option<JsValue> {
-    GLOBAL
-        .with(|global| js_sys::Reflect::get(global, &JsValue::from_str(key)).ok())
-        .filter(JsValue::is_object)
+    Some(GLOBAL.with(|global| get(global, key))).filter(JsValue::is_object)
 }
 
 /// Resolves `url` against the page (relative URLs work) and checks it is http(s).
 fn resolve_url(url: &str) -> Result<String, Error> {
     crate::url::validate(url)?;
     let base = global_object("location")
-        .and_then(|location| js_sys::Reflect::get(&location, &JsValue::from_str("href")).ok())
-        .and_then(|href| href.as_string())
+        .and_then(|location| get(&location, "href").as_string())
         .unwrap_or_default();
     let parsed = if base.is_empty() {
         web_sys::Url::new(url)
@@ -208,12 +175,43 @@ fn resolve_url(url: &str) -> Result<String, Error> {
     }
 }
 
+/// The object listeners of a stream event get: `{ type, data, raw, id }`, where `data` is the
+/// JSON value, or the string itself when the payload is not JSON (see [`crate::decode`]).
+fn message_object(event_type: &str, raw: &JsValue, id: Option<&str>) -> JsValue {
+    let o: JsValue = Object::new().into();
+    set(&o, "type", event_type);
+    set(&o, "data", json_parse(raw).unwrap_or_else(|_| raw.clone()));
+    set(&o, "raw", raw);
+    set(&o, "id", id.map_or(JsValue::NULL, JsValue::from_str));
+    o
+}
+
+/// The object listeners of a lifecycle event get, and its type.
+pub(crate) fn lifecycle_object(event: &Lifecycle) -> (&'static str, JsValue) {
+    let event_type = event.event_type();
+    let o: JsValue = Object::new().into();
+    set(&o, "type", event_type);
+    match event {
+        Lifecycle::Open => {}
+        Lifecycle::StateChange(state) => set(&o, "readyState", *state as u8),
+        Lifecycle::Reconnecting { attempt, delay_ms } => {
+            set(&o, "attempt", *attempt);
+            set(&o, "delayMs", *delay_ms);
+        }
+        Lifecycle::Error { kind, message } => {
+            set(&o, "kind", kind.as_str());
+            set(&o, "message", message.as_str());
+        }
+    }
+    (event_type, o)
+}
+
 impl Core {
     /// Creates the client and, unless `autoConnect`/`enabled` say otherwise, connects.
     pub(crate) fn new(
         url: &str,
         options: Options,
-        token_source: Option<TokenSource>,
+        get_token: Option<Function>,
     ) -> Result<Self, Error> {
         options.validate()?;
         let resolved = resolve_url(url)?;
@@ -226,19 +224,24 @@ impl Core {
                     Core(rc).on_callback(&what);
                 }
             });
-            let callback_fn: js_sys::Function = callback.as_ref().clone().unchecked_into();
+            let callback_fn: Function = callback.as_ref().clone().unchecked_into();
+            let with_credentials = options.with_credentials;
             RefCell::new(Inner {
                 machine: Machine::new(resolved.clone(), options, seed),
-                url: resolved,
-                listeners: Registry::default(),
-                token_source,
-                source: None,
-                retry_timer: None,
-                watchdog: None,
-                window_listeners: Vec::new(),
-                callback: Some(callback),
-                callback_fn,
-                disposed: false,
+                io: Driver {
+                    url: resolved,
+                    listeners: Registry::default(),
+                    get_token,
+                    with_credentials,
+                    source: None,
+                    retry_timer: None,
+                    watchdog: None,
+                    window_listeners: Vec::new(),
+                    callback: Some(callback),
+                    callback_fn,
+                    later: Vec::new(),
+                    disposed: false,
+                },
             })
         });
         let core = Core(inner);
@@ -267,35 +270,31 @@ impl Core {
     /// `online` on the global scope (windows and workers both fire it) and, on a page,
     /// `visibilitychange` on the document.
     fn install_window_listeners(&self) {
-        let mut inner = self.inner_mut();
+        let io = &mut self.inner_mut().io;
         let global = GLOBAL.with(JsValue::clone);
-        let mut handles = alloc::vec![Listen::new(&global, "online", &inner.callback_fn)];
+        let mut handles = alloc::vec![Listen::new(&global, "online", &io.callback_fn)];
         if let Some(document) = global_object("document") {
-            handles.push(Listen::new(
-                &document,
-                "visibilitychange",
-                &inner.callback_fn,
-            ));
+            handles.push(Listen::new(&document, "visibilitychange", &io.callback_fn));
         }
-        inner.window_listeners = handles;
+        io.window_listeners = handles;
     }
 
     /// The client's one callback: a timer fired (`what` is a [`TimerKind`] number) or a DOM
     /// event arrived (`what` is the event).
     fn on_callback(&self, what: &JsValue) {
         if let Some(kind) = what.as_f64() {
-            if kind == f64::from(TimerKind::Retry as u32) {
-                self.feed(Input::RetryTimerFired);
-            } else if kind == f64::from(TimerKind::Watchdog as u32) {
-                self.feed(Input::WatchdogFired { now_ms: now_ms() });
-            }
+            self.feed(if kind == f64::from(TimerKind::Retry as u32) {
+                Input::RetryTimerFired
+            } else {
+                Input::WatchdogFired { now_ms: now_ms() }
+            });
             return;
         }
         let event: &web_sys::Event = what.unchecked_ref();
         let event_type = event.type_();
         // Stream events are MessageEvents, including application events named `error`.
         if let Some(message) = event.dyn_ref::<MessageEvent>() {
-            on_stream_event(self, &event_type, message);
+            self.on_stream_event(&event_type, message);
             return;
         }
         let input = match event_type.as_str() {
@@ -303,6 +302,7 @@ impl Core {
             "error" => {
                 let Some(ready_state) = self
                     .inner()
+                    .io
                     .source
                     .as_ref()
                     .map(|s| ReadyState::from_number(s.es.ready_state()))
@@ -333,151 +333,199 @@ impl Core {
         self.feed(input);
     }
 
-    /// Feeds an input to the machine and carries out what it answers.
+    /// Handles one event from the stream: bookkeeping, listeners, then system-event handling.
+    fn on_stream_event(&self, event_type: &str, message: &MessageEvent) {
+        let raw = message.data();
+        // `lastEventId` is the EventSource's own last event ID, which the hub moves on
+        // purpose: on `__connected` for a fresh connection (its starting point), with an
+        // id-only block after a replay, and on heartbeats (the connection's position). An
+        // event without an `id:` line repeats the previous value. It is exactly what a
+        // reconnect must name, so take it always.
+        let id = Some(message.last_event_id()).filter(|id| !id.is_empty());
+        let object = message_object(event_type, &raw, id.as_deref());
+        self.feed(Input::Activity { id: id.clone() });
+        self.dispatch(event_type, &object);
+        let Some(system) = SystemEvent::from_name(event_type) else {
+            return;
+        };
+        let parsed = match json_parse(&raw) {
+            Ok(v) => v,
+            Err(e) => {
+                self.emit(Lifecycle::Error {
+                    kind: ErrorKind::Decode,
+                    message: cat(&["bad ", event_type, " payload: ", &js_message(&e)]),
+                });
+                JsValue::UNDEFINED
+            }
+        };
+        match system {
+            SystemEvent::Connected => self.feed(Input::Connected {
+                heartbeat_secs: get(&parsed, "heartbeatSecs").as_f64(),
+                heartbeat_event: get(&parsed, "heartbeatEvent").as_bool().unwrap_or(false),
+            }),
+            // Counted as activity above (it re-arms the watchdog); nothing else to do.
+            SystemEvent::Heartbeat => {}
+            SystemEvent::Gap => self.dispatch("gap", &message_object("gap", &raw, id.as_deref())),
+            SystemEvent::Error | SystemEvent::Shutdown => {
+                let server = system == SystemEvent::Error;
+                let text = |key: &str| get(&parsed, key).as_string();
+                let message = text("message").unwrap_or_else(|| {
+                    if server {
+                        cat(&[
+                            "the hub ended the stream (",
+                            &text("reason").unwrap_or_default(),
+                            ")",
+                        ])
+                    } else {
+                        "the hub is shutting down".to_owned()
+                    }
+                });
+                self.feed(Input::Ended {
+                    retry_ms: millis_hint(get(&parsed, "retryMs").as_f64()).map(f64::from),
+                    server,
+                    message,
+                    now_ms: now_ms(),
+                });
+            }
+        }
+    }
+
+    /// Feeds an input to the machine, which has the driver carry out its commands; then does
+    /// what calls user code.
     pub(crate) fn feed(&self, input: Input) {
-        // Inputs that effects feed back are handled after the current batch, in order
-        // (batches taken whole: no `Vec::remove(0)` and its panic path).
-        let mut queue = alloc::vec![input];
-        while !queue.is_empty() {
-            for input in core::mem::take(&mut queue) {
-                let effects = {
-                    let mut inner = self.inner_mut();
-                    if inner.disposed {
-                        return;
-                    }
-                    let commands = inner.machine.handle(input);
-                    inner.run(commands)
-                };
-                for effect in effects {
-                    match effect {
-                        Effect::Emit(lifecycle) => {
-                            self.dispatch(&ClientEvent::Lifecycle(lifecycle));
-                        }
-                        Effect::FetchToken(seq) => self.fetch_token(seq),
-                        Effect::Feed(input) => queue.push(input),
-                    }
-                }
+        let later = {
+            let mut inner = self.inner_mut();
+            let Inner { machine, io } = &mut *inner;
+            if io.disposed {
+                return;
+            }
+            machine.handle(input, io);
+            core::mem::take(&mut io.later)
+        };
+        for later in later {
+            match later {
+                Later::Emit(event_type, object) => self.dispatch(event_type, &object),
+                Later::FetchToken(seq) => self.fetch_token(seq),
+                Later::OpenFailed => self.feed(Input::SourceError {
+                    ready_state: ReadyState::Closed,
+                    now_ms: now_ms(),
+                }),
             }
         }
     }
 
     fn fetch_token(&self, seq: u64) {
-        let source = {
+        let get_token = {
             let inner = self.inner();
-            if inner.disposed || !inner.machine.is_current(seq) {
+            if inner.io.disposed || !inner.machine.is_current(seq) {
                 return;
             }
-            inner.token_source.clone()
+            inner.io.get_token.clone()
         };
-        let promise = match source {
+        let value = match get_token.map(|f| f.call0(&JsValue::UNDEFINED)) {
             None => {
                 return self.feed(Input::TokenReady {
                     seq,
                     token: Ok(None),
                 })
             }
-            Some(TokenSource::Rust(f)) => f(),
-            Some(TokenSource::Js(f)) => match f.call0(&JsValue::UNDEFINED) {
-                Err(e) => {
-                    return self.feed(Input::TokenReady {
-                        seq,
-                        token: Err(js_message(&e)),
-                    })
-                }
-                Ok(value) => js_sys::Promise::resolve(&value),
-            },
+            Some(Err(e)) => {
+                return self.feed(Input::TokenReady {
+                    seq,
+                    token: Err(js_message(&e)),
+                })
+            }
+            Some(Ok(value)) => value,
         };
         let weak = Rc::downgrade(&self.0);
         // One closure per token request, handed to JS with `into_js_value`: the garbage
         // collector frees it once the promise has settled and let go of it. It is not owned
         // by the client because the promise may settle after `close()` (then it does nothing).
+        // Same signature as the client's callback, so the wasm carries one closure shim.
         let on_settled = Closure::<dyn Fn(JsValue, JsValue)>::new(move |ok: JsValue, value| {
             let token = if ok.is_truthy() {
                 token_value(&value)
             } else {
                 Err(js_message(&value))
             };
-            feed_weak(&weak, Input::TokenReady { seq, token });
+            if let Some(rc) = weak.upgrade() {
+                Core(rc).feed(Input::TokenReady { seq, token });
+            }
         })
         .into_js_value();
-        let on_settled: &js_sys::Function = on_settled.unchecked_ref();
+        let on_settled: &Function = on_settled.unchecked_ref();
         let resolved: JsValue = on_settled.bind1(&JsValue::NULL, &JsValue::TRUE).into();
         let rejected: JsValue = on_settled.bind1(&JsValue::NULL, &JsValue::FALSE).into();
-        promise
+        js_sys::Promise::resolve(&value)
             .unchecked_ref::<Thenable>()
             .then(&resolved, &rejected);
     }
 
-    /// Calls every listener of `event`'s type. Nothing runs after `close()`, not even the
-    /// rest of a dispatch that a listener interrupted by closing.
-    pub(crate) fn dispatch(&self, event: &ClientEvent) {
+    /// Tells the listeners of a lifecycle event.
+    pub(crate) fn emit(&self, event: Lifecycle) {
+        let (event_type, object) = lifecycle_object(&event);
+        self.dispatch(event_type, &object);
+    }
+
+    /// Calls every listener of `event_type` with `event`. Nothing runs after `close()`, not
+    /// even the rest of a dispatch that a listener interrupted by closing.
+    pub(crate) fn dispatch(&self, event_type: &str, event: &JsValue) {
         let listeners = {
-            let mut inner = self.inner_mut();
-            if inner.disposed {
+            let io = &mut self.inner_mut().io;
+            if io.disposed {
                 return;
             }
-            inner.listeners.take_for_dispatch(event.event_type())
+            io.listeners.take_for_dispatch(event_type)
         };
-        if listeners.is_empty() {
-            return;
-        }
-        let mut js_event: Option<JsValue> = None;
         for (id, listener, once) in listeners {
             {
-                let inner = self.inner();
-                if inner.disposed {
+                let io = &self.inner().io;
+                if io.disposed {
                     return;
                 }
                 // Removed by an earlier listener of this same dispatch: skip it.
-                if !once && !inner.listeners.contains(id) {
+                if !once && !io.listeners.contains(id) {
                     continue;
                 }
             }
-            match listener {
-                Listener::Rust(f) => f(event),
-                Listener::Js(f) => {
-                    let arg = js_event.get_or_insert_with(|| super::js::event_object(event));
-                    if let Err(e) = f.call1(&JsValue::UNDEFINED, arg) {
-                        web_sys::console::error_2(&"eventwire: a listener threw".into(), &e);
-                    }
-                }
+            if let Err(e) = listener.call1(&JsValue::UNDEFINED, event) {
+                web_sys::console::error_2(&"eventwire: a listener threw".into(), &e);
             }
         }
     }
 
-    /// Registers a listener (ignored when the same JS function is already registered for
-    /// this type); attaches a dispatcher for its type to the open `EventSource` if needed.
+    /// Registers a listener (ignored when the same function is already registered for this
+    /// type); attaches a dispatcher for its type to the open `EventSource` if needed.
     pub(crate) fn add_listener(
         &self,
         event_type: &str,
-        listener: Listener,
+        listener: Function,
         once: bool,
     ) -> Option<u64> {
-        let mut inner = self.inner_mut();
-        if inner.disposed {
+        let io = &mut self.inner_mut().io;
+        if io.disposed {
             return None;
         }
-        let id = inner
+        let id = io
             .listeners
-            .add_unique(event_type, listener, once, Listener::same)?;
-        inner.attach(event_type);
+            .add_unique(event_type, listener, once, |a, b| a == b)?;
+        io.attach(event_type);
         Some(id)
     }
 
     /// Removes the listener with this id.
     pub(crate) fn remove_id(&self, id: u64) {
         if let Ok(mut inner) = self.0.try_borrow_mut() {
-            inner.listeners.remove(id);
+            inner.io.listeners.remove(id);
         }
     }
 
-    /// Removes a JS listener function registered for `event_type`.
-    pub(crate) fn remove_js(&self, event_type: &str, f: &js_sys::Function) {
-        let target = JsValue::from(f);
-        self.inner_mut().listeners.remove_where(
-            event_type,
-            |l| matches!(l, Listener::Js(g) if JsValue::from(g) == target),
-        );
+    /// Removes a listener function registered for `event_type`.
+    pub(crate) fn remove_listener(&self, event_type: &str, f: &Function) {
+        self.inner_mut()
+            .io
+            .listeners
+            .remove_where(event_type, |g| g == f);
     }
 
     /// `connect()`.
@@ -493,22 +541,23 @@ impl Core {
     /// `close()`: ends everything and frees every closure and timer; no callback runs after.
     pub(crate) fn close(&self) {
         let mut inner = self.inner_mut();
-        if inner.disposed {
+        let Inner { machine, io } = &mut *inner;
+        if io.disposed {
             return;
         }
-        let commands = inner.machine.handle(Input::Close);
+        machine.handle(Input::Close, io);
         // The statechange to CLOSED is not delivered: nothing runs after close().
-        let _ = inner.run(commands);
-        inner.disposed = true;
-        inner.source = None;
-        inner.retry_timer = None;
-        inner.watchdog = None;
-        inner.window_listeners.clear();
-        inner.listeners.clear();
-        inner.token_source = None;
+        io.later.clear();
+        io.disposed = true;
+        io.source = None;
+        io.retry_timer = None;
+        io.watchdog = None;
+        io.window_listeners.clear();
+        io.listeners.clear();
+        io.get_token = None;
         // Last: nothing refers to it any more. Safe even when `close()` runs inside it (a
         // listener that closes the client): wasm-bindgen frees it when that call returns.
-        inner.callback = None;
+        io.callback = None;
     }
 
     /// `readyState`.
@@ -518,7 +567,7 @@ impl Core {
 
     /// `url` (resolved).
     pub(crate) fn url(&self) -> String {
-        self.inner().url.clone()
+        self.inner().io.url.clone()
     }
 
     /// `reconnectAttempts`.
@@ -530,23 +579,6 @@ impl Core {
     pub(crate) fn last_event_id(&self) -> Option<String> {
         self.inner().machine.last_event_id().map(str::to_owned)
     }
-}
-
-/// Feeds an input if the client still exists.
-pub(crate) fn feed_weak(weak: &Weak<RefCell<Inner>>, input: Input) {
-    if let Some(rc) = weak.upgrade() {
-        Core(rc).feed(input);
-    }
-}
-
-#[wasm_bindgen]
-extern "C" {
-    /// A promise, seen through a [`then`](https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/Promise/then)
-    /// that takes plain functions (js-sys's takes closures).
-    type Thenable;
-
-    #[wasm_bindgen(method)]
-    fn then(this: &Thenable, resolve: &JsValue, reject: &JsValue);
 }
 
 /// What a token promise resolved to: a string, or nothing (`undefined`/`null`).
@@ -568,51 +600,50 @@ pub(crate) fn js_message(e: &JsValue) -> String {
     e.as_string().unwrap_or_else(|| "unknown error".to_owned())
 }
 
-impl Inner {
-    /// Carries out the machine's commands that call no user code; returns the rest.
-    fn run(&mut self, commands: Vec<Command>) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        for command in commands {
-            match command {
-                Command::FetchToken { seq } => effects.push(Effect::FetchToken(seq)),
-                Command::OpenSource { url } => {
-                    self.source = None;
-                    if let Err(message) = self.open_source(&url) {
-                        effects.push(Effect::Emit(Lifecycle::Error {
-                            kind: ErrorKind::Connection,
-                            message,
-                        }));
-                        effects.push(Effect::Feed(Input::SourceError {
-                            ready_state: ReadyState::Closed,
-                            now_ms: now_ms(),
-                        }));
-                    }
+impl Io for Driver {
+    fn run(&mut self, command: Command) {
+        match command {
+            Command::FetchToken { seq } => self.later.push(Later::FetchToken(seq)),
+            Command::OpenSource { url } => {
+                self.source = None;
+                if let Err(message) = self.open_source(&url) {
+                    self.emit(&Lifecycle::Error {
+                        kind: ErrorKind::Connection,
+                        message,
+                    });
+                    self.later.push(Later::OpenFailed);
                 }
-                Command::CloseSource => self.source = None,
-                Command::SetRetryTimer { ms } => {
-                    self.retry_timer = None;
-                    self.retry_timer =
-                        Some(Timer::new(&self.callback_fn, ms, TimerKind::Retry as u32));
-                }
-                Command::ClearRetryTimer => self.retry_timer = None,
-                Command::SetWatchdog { ms } => {
-                    self.watchdog = None;
-                    self.watchdog = Some(Timer::new(
-                        &self.callback_fn,
-                        ms,
-                        TimerKind::Watchdog as u32,
-                    ));
-                }
-                Command::ClearWatchdog => self.watchdog = None,
-                Command::Emit(lifecycle) => effects.push(Effect::Emit(lifecycle)),
             }
+            Command::CloseSource => self.source = None,
+            Command::SetRetryTimer { ms } => {
+                self.retry_timer = None;
+                self.retry_timer = Some(Timer::new(&self.callback_fn, ms, TimerKind::Retry as u32));
+            }
+            Command::ClearRetryTimer => self.retry_timer = None,
+            Command::SetWatchdog { ms } => {
+                self.watchdog = None;
+                self.watchdog = Some(Timer::new(
+                    &self.callback_fn,
+                    ms,
+                    TimerKind::Watchdog as u32,
+                ));
+            }
+            Command::ClearWatchdog => self.watchdog = None,
+            Command::Emit(lifecycle) => self.emit(&lifecycle),
         }
-        effects
+    }
+}
+
+impl Driver {
+    /// Queues a lifecycle event for the listeners.
+    fn emit(&mut self, event: &Lifecycle) {
+        let (event_type, object) = lifecycle_object(event);
+        self.later.push(Later::Emit(event_type, object));
     }
 
     fn open_source(&mut self, url: &str) -> Result<(), String> {
         let init = EventSourceInit::new();
-        init.set_with_credentials(self.machine.options().with_credentials);
+        init.set_with_credentials(self.with_credentials);
         let es = EventSource::new_with_event_source_init_dict(url, &init)
             .map_err(|e| cat(&["cannot open EventSource: ", &js_message(&e)]))?;
         let listeners = alloc::vec![
@@ -649,86 +680,5 @@ impl Inner {
         source
             .listeners
             .push(Listen::new(&source.es, event_type, &self.callback_fn));
-    }
-}
-
-/// Handles one event from the stream: bookkeeping, listeners, then system-event handling.
-fn on_stream_event(core: &Core, event_type: &str, message: &MessageEvent) {
-    let raw = message.data().as_string().unwrap_or_default();
-    let system = SystemEvent::from_name(event_type);
-    // `lastEventId` is the EventSource's own last event ID, which the hub moves on purpose: on
-    // `__connected` for a fresh connection (its starting point), with an id-only block after a
-    // replay, and on heartbeats (the connection's position). An event without an `id:` line
-    // repeats the previous value. It is exactly what a reconnect must name, so take it always.
-    let id = Some(message.last_event_id()).filter(|id| !id.is_empty());
-    let msg = Message {
-        event_type: event_type.to_owned(),
-        data: raw,
-        id: id.clone(),
-    };
-    core.feed(Input::Activity { id });
-    core.dispatch(&ClientEvent::Message(msg.clone()));
-    let Some(system) = system else {
-        return;
-    };
-    let parsed = match js_sys::JSON::parse(&msg.data) {
-        Ok(v) => v,
-        Err(e) => {
-            core.dispatch(&ClientEvent::Lifecycle(Lifecycle::Error {
-                kind: ErrorKind::Decode,
-                message: cat(&["bad ", event_type, " payload: ", &js_message(&e)]),
-            }));
-            JsValue::UNDEFINED
-        }
-    };
-    let number = |key: &str| {
-        js_sys::Reflect::get(&parsed, &JsValue::from_str(key))
-            .ok()
-            .and_then(|v| v.as_f64())
-    };
-    let text = |key: &str| {
-        js_sys::Reflect::get(&parsed, &JsValue::from_str(key))
-            .ok()
-            .and_then(|v| v.as_string())
-    };
-    match system {
-        SystemEvent::Connected => core.feed(Input::Connected {
-            heartbeat_secs: number("heartbeatSecs"),
-            heartbeat_event: js_sys::Reflect::get(&parsed, &JsValue::from_str("heartbeatEvent"))
-                .ok()
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
-        }),
-        // Counted as activity above (it re-arms the watchdog); nothing else to do.
-        SystemEvent::Heartbeat => {}
-        SystemEvent::Gap => core.dispatch(&ClientEvent::Gap(msg)),
-        SystemEvent::Error | SystemEvent::Shutdown => {
-            let server = system == SystemEvent::Error;
-            let message = text("message").unwrap_or_else(|| {
-                if server {
-                    cat(&[
-                        "the hub ended the stream (",
-                        &text("reason").unwrap_or_default(),
-                        ")",
-                    ])
-                } else {
-                    "the hub is shutting down".to_owned()
-                }
-            });
-            core.feed(Input::Ended {
-                retry_ms: millis_hint(number("retryMs")).map(f64::from),
-                server,
-                message,
-                now_ms: now_ms(),
-            });
-        }
-    }
-}
-
-/// The `data` value JavaScript listeners get: the JSON value, or the string itself.
-pub(crate) fn js_data(raw: &str) -> JsValue {
-    match decode_with(raw, js_sys::JSON::parse) {
-        Decoded::Value(v) => v,
-        Decoded::Text(s) => JsValue::from_str(s),
     }
 }

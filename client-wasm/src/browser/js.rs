@@ -9,92 +9,78 @@
 //! client.addEventListener("error", ({ kind, message }) => console.warn(kind, message));
 //! ```
 
-use js_sys::{Array, Function, Object, Reflect};
+use js_sys::{Array, Function, Object};
 use wasm_bindgen::{prelude::*, JsCast};
 
-use super::core::{js_data, ClientEvent, Core, Listener, TokenSource};
+use super::core::{get, Core};
 use crate::prelude::*;
 use crate::{
     error::Error,
-    machine::Lifecycle,
-    options::{OptionValue, Options},
+    options::{Options, Value},
 };
 
-/// Converts a JS value into the options parser's view of it.
-fn option_value(value: &JsValue, depth: u32) -> OptionValue {
-    if value.is_undefined() {
-        OptionValue::Undefined
-    } else if value.is_null() {
-        OptionValue::Null
-    } else if let Some(b) = value.as_bool() {
-        OptionValue::Bool(b)
-    } else if let Some(n) = value.as_f64() {
-        OptionValue::Number(n)
-    } else if let Some(s) = value.as_string() {
-        OptionValue::String(s)
-    } else if value.is_function() {
-        OptionValue::Function
-    } else if depth > 4 {
-        OptionValue::Other("a deeply nested value".into())
-    } else if Array::is_array(value) {
-        let array: &Array = value.unchecked_ref();
-        let mut items = Vec::new();
-        for v in array.iter() {
-            items.push(option_value(&v, depth + 1));
-        }
-        OptionValue::Array(items)
-    } else if value.is_object() {
-        OptionValue::Object(object_entries(value, depth + 1))
-    } else {
-        OptionValue::Other(value.js_typeof().as_string().unwrap_or_default())
+/// The options parser's view of JS values.
+impl Value for JsValue {
+    fn is_absent(&self) -> bool {
+        self.is_undefined() || self.is_null()
     }
-}
 
-fn object_entries(value: &JsValue, depth: u32) -> Vec<(String, OptionValue)> {
-    let object: &Object = value.unchecked_ref();
-    let mut entries = Vec::new();
-    for key in Object::keys(object).iter() {
-        if let Some(name) = key.as_string() {
-            let v = Reflect::get(value, &key).unwrap_or(JsValue::UNDEFINED);
-            entries.push((name, option_value(&v, depth)));
-        }
+    fn as_bool(&self) -> Option<bool> {
+        JsValue::as_bool(self)
     }
-    entries
-}
 
-fn set(target: &Object, key: &str, value: impl Into<JsValue>) {
-    // Reflect.set on a fresh plain object cannot fail.
-    let _ = Reflect::set(target, &JsValue::from_str(key), &value.into());
-}
+    fn as_number(&self) -> Option<f64> {
+        self.as_f64()
+    }
 
-/// The object a JavaScript listener receives.
-pub(crate) fn event_object(event: &ClientEvent) -> JsValue {
-    let o = Object::new();
-    set(&o, "type", event.event_type());
-    match event {
-        ClientEvent::Message(m) | ClientEvent::Gap(m) => {
-            set(&o, "data", js_data(&m.data));
-            set(&o, "raw", m.data.as_str());
-            set(
-                &o,
-                "id",
-                m.id.as_deref().map_or(JsValue::NULL, JsValue::from_str),
-            );
+    fn as_str(&self) -> Option<String> {
+        self.as_string()
+    }
+
+    fn is_function(&self) -> bool {
+        JsValue::is_function(self)
+    }
+
+    fn items(&self) -> Option<Vec<Self>> {
+        Array::is_array(self).then(|| self.unchecked_ref::<Array>().iter().collect())
+    }
+
+    fn keys(&self) -> Option<Vec<String>> {
+        if !self.is_object() || Array::is_array(self) || JsValue::is_function(self) {
+            return None;
         }
-        ClientEvent::Lifecycle(Lifecycle::Open) => {}
-        ClientEvent::Lifecycle(Lifecycle::StateChange(state)) => {
-            set(&o, "readyState", *state as u8);
+        let mut keys = Vec::new();
+        for key in Object::keys(self.unchecked_ref::<Object>()).iter() {
+            keys.push(key.as_string().unwrap_or_default());
         }
-        ClientEvent::Lifecycle(Lifecycle::Reconnecting { attempt, delay_ms }) => {
-            set(&o, "attempt", *attempt);
-            set(&o, "delayMs", *delay_ms);
-        }
-        ClientEvent::Lifecycle(Lifecycle::Error { kind, message }) => {
-            set(&o, "kind", kind.as_str());
-            set(&o, "message", message.as_str());
+        Some(keys)
+    }
+
+    fn get(&self, key: &str) -> Self {
+        get(self, key)
+    }
+
+    fn type_name(&self) -> &'static str {
+        if self.is_undefined() {
+            "undefined"
+        } else if self.is_null() {
+            "null"
+        } else if JsValue::as_bool(self).is_some() {
+            "a boolean"
+        } else if self.as_f64().is_some() {
+            "a number"
+        } else if self.is_string() {
+            "a string"
+        } else if Array::is_array(self) {
+            "an array"
+        } else if JsValue::is_function(self) {
+            "a function"
+        } else if self.is_object() {
+            "an object"
+        } else {
+            "another type of value"
         }
     }
-    o.into()
 }
 
 /// An eventwire client: a reconnecting
@@ -122,9 +108,12 @@ pub fn create_client(url: JsValue, options: JsValue) -> Result<JsClient, JsValue
     let url = url
         .as_string()
         .ok_or_else(|| Error::InvalidUrl("expected a string".into()))?;
-    let (options, get_token) = parse_options(&options)?;
-    let token_source = get_token.map(TokenSource::Js);
-    let core = Core::new(&url, options, token_source)?;
+    let parsed = Options::parse(&options)?;
+    // `getToken`, when given, is a function (checked by the parser).
+    let get_token = parsed
+        .has_get_token
+        .then(|| get(&options, "getToken").unchecked_into::<Function>());
+    let core = Core::new(&url, parsed, get_token)?;
     let weak = Rc::downgrade(&core.0);
     let unsubscribe = Closure::<dyn Fn(JsValue, JsValue)>::new(move |id: JsValue, _| {
         if let (Some(rc), Some(id)) = (weak.upgrade(), id.as_f64()) {
@@ -132,20 +121,6 @@ pub fn create_client(url: JsValue, options: JsValue) -> Result<JsClient, JsValue
         }
     });
     Ok(JsClient { core, unsubscribe })
-}
-
-fn parse_options(options: &JsValue) -> Result<(Options, Option<Function>), Error> {
-    if options.is_undefined() || options.is_null() {
-        return Ok((Options::default(), None));
-    }
-    if !options.is_object() || Array::is_array(options) || options.is_function() {
-        return Err(Error::option("options", "expected an object"));
-    }
-    let parsed = Options::from_entries(object_entries(options, 0))?;
-    let get_token = Reflect::get(options, &JsValue::from_str("getToken"))
-        .ok()
-        .and_then(|f| f.dyn_into::<Function>().ok());
-    Ok((parsed, get_token))
 }
 
 fn listener_fn(listener: JsValue) -> Result<Function, JsValue> {
@@ -163,7 +138,7 @@ impl JsClient {
     #[wasm_bindgen(js_name = addEventListener)]
     pub fn add_event_listener(&self, event_type: &str, listener: JsValue) -> Result<(), JsValue> {
         let f = listener_fn(listener)?;
-        let _ = self.core.add_listener(event_type, Listener::Js(f), false);
+        let _ = self.core.add_listener(event_type, f, false);
         Ok(())
     }
 
@@ -175,7 +150,7 @@ impl JsClient {
         listener: JsValue,
     ) -> Result<(), JsValue> {
         let f = listener_fn(listener)?;
-        self.core.remove_js(event_type, &f);
+        self.core.remove_listener(event_type, &f);
         Ok(())
     }
 
@@ -196,7 +171,7 @@ impl JsClient {
         once: bool,
     ) -> Result<Function, JsValue> {
         let f = listener_fn(listener)?;
-        let id = self.core.add_listener(event_type, Listener::Js(f), once);
+        let id = self.core.add_listener(event_type, f, once);
         let unsubscribe: &Function = self.unsubscribe.as_ref().unchecked_ref();
         // A duplicate (or a closed client) gets an unsubscribe that does nothing (id 0).
         let bound = unsubscribe.bind1(&JsValue::NULL, &JsValue::from(id.unwrap_or(0) as f64));

@@ -4,4 +4,5 @@
 pub(crate) mod core;
 mod handles;
 pub mod js;
+#[cfg(feature = "std")]
 pub mod rust_api;

@@ -19,20 +19,106 @@
 //! With the `typed` feature, `client.on::<T>("notification", |ev: T| …)` decodes each payload
 //! into `T` (serde) and sends decode failures to the `error` listeners (kind `decode`).
 
-use core::{cell::RefCell, future::Future};
+use core::{cell::RefCell, future::Future, pin::Pin};
 
-use wasm_bindgen::JsValue;
+use js_sys::{Function, Promise};
+use wasm_bindgen::{prelude::*, JsCast};
 
-use super::core::{ClientEvent, Core, Inner, Listener, TokenSource};
+use super::core::{get, Core, Inner};
 use crate::prelude::*;
-use crate::{backoff::Backoff, error::Error, machine::ReadyState, options::Options};
+use crate::{
+    backoff::Backoff,
+    error::Error,
+    machine::{ErrorKind, Lifecycle, ReadyState},
+    options::Options,
+};
+
+/// An event that arrived on the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The event type (`event:` field; `message` when absent).
+    pub event_type: String,
+    /// The payload as sent (`data:` lines joined).
+    pub data: String,
+    /// The event id: the stream's last event id when the event arrived (`None` before the
+    /// first id).
+    pub id: Option<String>,
+}
+
+/// What a listener receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// An event from the stream (application events, and system events asked for by name).
+    Message(Message),
+    /// A lifecycle event: `open`, `statechange`, `reconnecting`, `error`.
+    Lifecycle(Lifecycle),
+    /// `gap`: the hub's `__gap` arrived (its payload is in the message).
+    Gap(Message),
+}
+
+impl ClientEvent {
+    /// The type listeners subscribe to for this event.
+    pub fn event_type(&self) -> &str {
+        match self {
+            Self::Message(m) => &m.event_type,
+            Self::Gap(_) => "gap",
+            Self::Lifecycle(l) => l.event_type(),
+        }
+    }
+
+    /// Reads back the event object the core hands to listeners (see `core`): stream events
+    /// carry `raw`, lifecycle events their own fields.
+    fn from_js(object: &JsValue) -> Self {
+        let event_type = get(object, "type").as_string().unwrap_or_default();
+        let number = |key: &str| get(object, key).as_f64().unwrap_or(0.0);
+        if let Some(data) = get(object, "raw").as_string() {
+            let id = get(object, "id").as_string();
+            return if event_type == "gap" {
+                Self::Gap(Message {
+                    event_type: "__gap".into(),
+                    data,
+                    id,
+                })
+            } else {
+                Self::Message(Message {
+                    event_type,
+                    data,
+                    id,
+                })
+            };
+        }
+        Self::Lifecycle(match event_type.as_str() {
+            "open" => Lifecycle::Open,
+            "statechange" => {
+                Lifecycle::StateChange(ReadyState::from_number(number("readyState") as u16))
+            }
+            "reconnecting" => Lifecycle::Reconnecting {
+                attempt: number("attempt") as u32,
+                delay_ms: number("delayMs") as u32,
+            },
+            _ => Lifecycle::Error {
+                kind: get(object, "kind")
+                    .as_string()
+                    .and_then(|k| ErrorKind::from_name(&k))
+                    .unwrap_or(ErrorKind::Connection),
+                message: get(object, "message").as_string().unwrap_or_default(),
+            },
+        })
+    }
+}
+
+/// A boxed future, as returned by a Rust token provider.
+pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>>>>;
+
+/// A Rust `getToken`, as the JS function the core calls (returns a promise).
+type TokenClosure = Closure<dyn Fn() -> Promise>;
 
 /// Builds a [`Client`]; see [`Client::builder`].
 #[must_use = "call .build() to create the client"]
 pub struct ClientBuilder {
     url: String,
     options: Options,
-    token_source: Option<TokenSource>,
+    get_token: Option<TokenClosure>,
 }
 
 impl core::fmt::Debug for ClientBuilder {
@@ -76,9 +162,9 @@ impl ClientBuilder {
         Fut: Future<Output = Result<Option<String>, String>> + 'static,
     {
         self.options.has_get_token = true;
-        // The core waits on promises; the future executor (wasm-bindgen-futures) is only
-        // compiled into builds that call this.
-        self.token_source = Some(TokenSource::Rust(Rc::new(move || {
+        // The core waits on promises: the future becomes one (wasm-bindgen-futures, only in
+        // builds with the Rust API).
+        self.get_token = Some(Closure::new(move || {
             let future = f();
             wasm_bindgen_futures::future_to_promise(async move {
                 match future.await {
@@ -87,7 +173,7 @@ impl ClientBuilder {
                     Err(message) => Err(JsValue::from(message)),
                 }
             })
-        })));
+        }));
         self
     }
 
@@ -133,8 +219,13 @@ impl ClientBuilder {
     /// # Errors
     /// [`Error::InvalidOption`] or [`Error::InvalidUrl`] naming what is wrong.
     pub fn build(self) -> Result<Client, Error> {
+        let get_token = self
+            .get_token
+            .as_ref()
+            .map(|c| c.as_ref().unchecked_ref::<Function>().clone());
         Ok(Client {
-            core: Core::new(&self.url, self.options, self.token_source)?,
+            core: Core::new(&self.url, self.options, get_token)?,
+            _get_token: self.get_token,
         })
     }
 }
@@ -143,6 +234,8 @@ impl ClientBuilder {
 #[derive(Debug)]
 pub struct Client {
     core: Core,
+    /// The `getToken` closure the core calls; lives as long as the client.
+    _get_token: Option<TokenClosure>,
 }
 
 /// A registered listener; dropping it removes the listener.
@@ -151,6 +244,8 @@ pub struct Client {
 pub struct Subscription {
     core: Weak<RefCell<Inner>>,
     id: Option<u64>,
+    /// The JS function registered with the core; freed after the listener is removed.
+    _listener: Closure<dyn Fn(JsValue)>,
 }
 
 impl Drop for Subscription {
@@ -167,14 +262,24 @@ impl Client {
         ClientBuilder {
             url: url.into(),
             options: Options::default(),
-            token_source: None,
+            get_token: None,
         }
     }
 
-    fn subscribe(&self, event_type: &str, f: Rc<dyn Fn(&ClientEvent)>, once: bool) -> Subscription {
+    fn subscribe(
+        &self,
+        event_type: &str,
+        f: impl Fn(&ClientEvent) + 'static,
+        once: bool,
+    ) -> Subscription {
+        let listener = Closure::<dyn Fn(JsValue)>::new(move |object: JsValue| {
+            f(&ClientEvent::from_js(&object))
+        });
+        let function: &Function = listener.as_ref().unchecked_ref();
         Subscription {
             core: Rc::downgrade(&self.core.0),
-            id: self.core.add_listener(event_type, Listener::Rust(f), once),
+            id: self.core.add_listener(event_type, function.clone(), once),
+            _listener: listener,
         }
     }
 
@@ -182,12 +287,12 @@ impl Client {
     /// for by name) and lifecycle events (`open`, `statechange`, `reconnecting`, `gap`,
     /// `error`).
     pub fn on_event(&self, event_type: &str, f: impl Fn(&ClientEvent) + 'static) -> Subscription {
-        self.subscribe(event_type, Rc::new(f), false)
+        self.subscribe(event_type, f, false)
     }
 
     /// Like [`Client::on_event`], for the next event only.
     pub fn once_event(&self, event_type: &str, f: impl Fn(&ClientEvent) + 'static) -> Subscription {
-        self.subscribe(event_type, Rc::new(f), true)
+        self.subscribe(event_type, f, true)
     }
 
     /// Calls `f` with each `event_type` payload decoded into `T` (JSON, or the plain string
@@ -198,7 +303,6 @@ impl Client {
     where
         T: serde::de::DeserializeOwned + 'static,
     {
-        use crate::machine::{ErrorKind, Lifecycle};
         let weak = Rc::downgrade(&self.core.0);
         self.on_event(event_type, move |ev| {
             let ClientEvent::Message(m) = ev else {
@@ -208,10 +312,10 @@ impl Client {
                 Ok(value) => f(value),
                 Err(e) => {
                     if let Some(rc) = weak.upgrade() {
-                        Core(rc).dispatch(&ClientEvent::Lifecycle(Lifecycle::Error {
+                        Core(rc).emit(Lifecycle::Error {
                             kind: ErrorKind::Decode,
                             message: e.to_string(),
-                        }));
+                        });
                     }
                 }
             }
