@@ -32,9 +32,6 @@ pub enum Error {
         /// The decoder's message.
         reason: String,
     },
-    /// A browser API failed (no `window`, `EventSource` missing, a token function that threw).
-    #[error("{}", self.message())]
-    Browser(String),
 }
 
 impl Error {
@@ -58,7 +55,6 @@ impl Error {
             Self::Decode { event, reason } => {
                 cat(&["eventwire: cannot decode `", event, "` event: ", reason])
             }
-            Self::Browser(reason) => cat(&["eventwire: ", reason]),
         }
     }
 }
@@ -72,7 +68,6 @@ impl Error {
             Self::UnknownOption(_) => "unknown_option",
             Self::InvalidUrl(_) => "invalid_url",
             Self::Decode { .. } => "decode",
-            Self::Browser(_) => "browser",
         }
     }
 
@@ -81,7 +76,7 @@ impl Error {
         match self {
             Self::InvalidOption { option, .. } | Self::UnknownOption(option) => Some(option),
             Self::InvalidUrl(_) => Some("url"),
-            Self::Decode { .. } | Self::Browser(_) => None,
+            Self::Decode { .. } => None,
         }
     }
 }
@@ -124,7 +119,6 @@ mod tests {
                 },
                 "eventwire: cannot decode `order` event: missing field `id`",
             ),
-            (Error::Browser("no window".into()), "eventwire: no window"),
         ];
         for (error, text) in cases {
             assert_eq!(error.message(), text);

@@ -12,8 +12,12 @@
 //! let mut r = Registry::default();
 //! let id = r.add("notification", "a", false);
 //! r.add("notification", "b", true);
-//! assert_eq!(r.take_for_dispatch("notification").len(), 2);
-//! assert_eq!(r.take_for_dispatch("notification").len(), 1); // the `once` one is gone
+//! let ids = r.ids_for("notification");
+//! assert_eq!(ids.len(), 2);
+//! for id in ids {
+//!     let _call_it = r.take(id);
+//! }
+//! assert_eq!(r.ids_for("notification"), [id]); // the `once` one is gone
 //! assert!(r.remove(id));
 //! ```
 
@@ -84,36 +88,36 @@ impl<L: Clone> Registry<L> {
 
     /// Removes the first listener of `event_type` for which `matches` is true.
     pub fn remove_where(&mut self, event_type: &str, matches: impl Fn(&L) -> bool) -> bool {
-        match self
+        let found = self
             .entries
             .iter()
-            .position(|e| e.event_type == event_type && matches(&e.listener))
-        {
-            Some(pos) => {
-                self.entries.remove(pos);
-                true
+            .find(|e| e.event_type == event_type && matches(&e.listener))
+            .map(|e| e.id);
+        found.is_some_and(|id| self.remove(id))
+    }
+
+    /// The ids of the listeners of `event_type`, in order: what one dispatch calls (a
+    /// snapshot, so listeners added during the dispatch wait for the next event).
+    pub fn ids_for(&self, event_type: &str) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for e in &self.entries {
+            if e.event_type == event_type {
+                ids.push(e.id);
             }
-            None => false,
         }
+        ids
     }
 
-    /// Whether a listener with this id is still registered.
-    pub fn contains(&self, id: u64) -> bool {
-        self.entries.iter().any(|e| e.id == id)
-    }
-
-    /// The listeners for `event_type` as `(id, listener, once)`, in order; `once` listeners
-    /// are removed as they are handed out.
-    pub fn take_for_dispatch(&mut self, event_type: &str) -> Vec<(u64, L, bool)> {
-        let out = self
-            .entries
-            .iter()
-            .filter(|e| e.event_type == event_type)
-            .map(|e| (e.id, e.listener.clone(), e.once))
-            .collect();
-        self.entries
-            .retain(|e| !(e.once && e.event_type == event_type));
-        out
+    /// The listener with this id, to call it now; `None` when it was removed meanwhile (by
+    /// an earlier listener of the same dispatch). A `once` listener is removed as it is
+    /// handed out.
+    pub fn take(&mut self, id: u64) -> Option<L> {
+        let entry = self.entries.iter().find(|e| e.id == id)?;
+        let (listener, once) = (entry.listener.clone(), entry.once);
+        if once {
+            self.remove(id);
+        }
+        Some(listener)
     }
 
     /// The distinct event types that have listeners.
@@ -147,6 +151,15 @@ impl<L: Clone> Registry<L> {
 mod tests {
     use super::*;
 
+    /// One dispatch, as the browser glue does it.
+    fn dispatch(r: &mut Registry<i32>, event_type: &str) -> Vec<i32> {
+        let mut called = Vec::new();
+        for id in r.ids_for(event_type) {
+            called.extend(r.take(id));
+        }
+        called
+    }
+
     #[test]
     fn dispatch_order_and_once() {
         let mut r = Registry::default();
@@ -154,20 +167,25 @@ mod tests {
         r.add("b", 2, false);
         r.add("a", 3, true);
         r.add("a", 4, false);
-        let got: Vec<_> = r
-            .take_for_dispatch("a")
-            .into_iter()
-            .map(|(_, l, _)| l)
-            .collect();
-        assert_eq!(got, [1, 3, 4]);
-        let got: Vec<_> = r
-            .take_for_dispatch("a")
-            .into_iter()
-            .map(|(_, l, _)| l)
-            .collect();
-        assert_eq!(got, [1, 4]);
+        assert_eq!(dispatch(&mut r, "a"), [1, 3, 4]);
+        assert_eq!(dispatch(&mut r, "a"), [1, 4]);
         assert_eq!(r.len(), 3);
-        assert!(r.take_for_dispatch("zzz").is_empty());
+        assert!(dispatch(&mut r, "zzz").is_empty());
+    }
+
+    #[test]
+    fn a_listener_removed_during_a_dispatch_is_skipped() {
+        let mut r = Registry::default();
+        r.add("a", 1, false);
+        let second = r.add("a", 2, false);
+        let ids = r.ids_for("a");
+        assert_eq!(r.take(ids[0]), Some(1));
+        // The first listener removes the second before it runs.
+        assert!(r.remove(second));
+        assert_eq!(r.take(ids[1]), None);
+        // Added during a dispatch: not in its snapshot.
+        r.add("a", 3, false);
+        assert_eq!(ids.len(), 2);
     }
 
     #[test]
@@ -184,10 +202,10 @@ mod tests {
         let mut r = Registry::default();
         let id = r.add("a", 1, false);
         r.add("a", 2, false);
-        assert!(r.contains(id));
+        assert_eq!(r.ids_for("a").len(), 2);
         assert!(r.remove(id));
         assert!(!r.remove(id));
-        assert!(!r.contains(id));
+        assert_eq!(r.take(id), None);
         assert!(!r.remove_where("b", |l| *l == 2));
         assert!(r.remove_where("a", |l| *l == 2));
         assert!(r.is_empty());

@@ -16,6 +16,8 @@
 //! assert!(opts.unwrap_err().to_string().contains("backoff.factor"));
 //! ```
 
+use core::mem::take;
+
 use crate::prelude::*;
 use crate::{
     backoff::Backoff,
@@ -231,7 +233,7 @@ struct Read {
 }
 
 /// Stores a value read into the options.
-type Apply = fn(&mut Options, Read);
+type Apply = fn(&mut Options, &mut Read);
 
 /// One accepted key: its name, how its value is read, where it goes.
 type Spec = (&'static str, Kind, Apply);
@@ -239,15 +241,17 @@ type Spec = (&'static str, Kind, Apply);
 /// The options `createClient` accepts: one table drives parsing, unknown-key detection and
 /// the messages (a table instead of code per option keeps the JavaScript build small).
 const OPTIONS: [Spec; 11] = [
-    ("clientId", Kind::Text, |o, r| o.client_id = Some(r.text)),
-    ("topics", Kind::Texts, |o, r| o.topics = r.texts),
-    ("events", Kind::Texts, |o, r| o.events = r.texts),
+    ("clientId", Kind::Text, |o, r| {
+        o.client_id = Some(take(&mut r.text))
+    }),
+    ("topics", Kind::Texts, |o, r| o.topics = take(&mut r.texts)),
+    ("events", Kind::Texts, |o, r| o.events = take(&mut r.texts)),
     ("token", Kind::Text, |o, r| {
-        o.token = Some(r.text).filter(|t| !t.is_empty());
+        o.token = Some(take(&mut r.text)).filter(|t| !t.is_empty());
     }),
     ("getToken", Kind::Function, |o, _| o.has_get_token = true),
     ("lastEventId", Kind::Text, |o, r| {
-        o.last_event_id = Some(r.text).filter(|t| !t.is_empty());
+        o.last_event_id = Some(take(&mut r.text)).filter(|t| !t.is_empty());
     }),
     ("withCredentials", Kind::Flag, |o, r| {
         o.with_credentials = r.number != 0.0;
@@ -414,7 +418,7 @@ fn read<V: Value>(
         if !ok {
             return Err(Error::option(cat(&[prefix, key]), kind.expected()));
         }
-        apply(o, r);
+        apply(o, &mut r);
     }
     Ok(true)
 }

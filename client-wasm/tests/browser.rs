@@ -366,22 +366,41 @@ async fn js_listener_queued_before_open_gets_type_data_raw_id() {
     let g = got.clone();
     let listener = Closure::<dyn Fn(JsValue)>::new(move |ev: JsValue| g.borrow_mut().push(ev));
     let f: &Function = listener.as_ref().unchecked_ref();
-    client.add_event_listener("note", f.clone().into()).unwrap();
-    client.add_event_listener("note", f.clone().into()).unwrap(); // duplicate: ignored
+    // Bad arguments are typed Errors naming what is wrong.
+    for (t, l, what) in [
+        (JsValue::from(5), JsValue::from(f.clone()), "`type`"),
+        (JsValue::from("note"), JsValue::from("nope"), "`listener`"),
+    ] {
+        let err = client
+            .add_event_listener(t.clone(), l.clone())
+            .err()
+            .unwrap();
+        let message: String = err.unchecked_ref::<js_sys::Error>().message().into();
+        assert!(message.contains(what), "{message}");
+        assert!(client.on(t, l).is_err());
+    }
+    client
+        .add_event_listener("note".into(), f.clone().into())
+        .unwrap();
+    client
+        .add_event_listener("note".into(), f.clone().into())
+        .unwrap(); // duplicate: ignored
     let opened = Rc::new(Cell::new(0));
     let o = opened.clone();
     let on_open = Closure::<dyn Fn(JsValue)>::new(move |_| o.set(o.get() + 1));
     client
-        .add_event_listener("open", on_open.as_ref().clone())
+        .add_event_listener("open".into(), on_open.as_ref().clone())
         .unwrap();
     let onces = Rc::new(Cell::new(0));
     let n = onces.clone();
     let on_once = Closure::<dyn Fn(JsValue)>::new(move |_| n.set(n.get() + 1));
-    let _ = client.once("note", on_once.as_ref().clone()).unwrap();
+    let _ = client
+        .once("note".into(), on_once.as_ref().clone())
+        .unwrap();
     let offs = Rc::new(Cell::new(0));
     let n = offs.clone();
     let on_off = Closure::<dyn Fn(JsValue)>::new(move |_| n.set(n.get() + 1));
-    let unsubscribe = client.on("note", on_off.as_ref().clone()).unwrap();
+    let unsubscribe = client.on("note".into(), on_off.as_ref().clone()).unwrap();
 
     assert!(
         wait_until(5_000.0, || opened.get() == 1).await,
@@ -424,10 +443,10 @@ async fn js_listener_queued_before_open_gets_type_data_raw_id() {
         1,
         "unsubscribed listener ran only before unsubscribe"
     );
-    assert_eq!(client.last_event_id(), Some(id2));
+    assert_eq!(client.last_event_id().as_string(), Some(id2));
 
     client
-        .remove_event_listener("note", f.clone().into())
+        .remove_event_listener("note".into(), f.clone().into())
         .unwrap();
     let _ = publish(&format!(
         r#"{{"event":"note","data":3,"clientId":"{client_id}"}}"#
@@ -650,11 +669,11 @@ async fn cut_mid_stream_backs_off_reconnects_and_gets_missed_events_once_in_orde
         ));
     });
     client
-        .add_event_listener("seq", on_msg.as_ref().clone())
+        .add_event_listener("seq".into(), on_msg.as_ref().clone())
         .unwrap();
     for t in ["open", "reconnecting", "error"] {
         client
-            .add_event_listener(t, on_life.as_ref().clone())
+            .add_event_listener(t.into(), on_life.as_ref().clone())
             .unwrap();
     }
     let opens = || lifecycle.borrow().iter().filter(|s| *s == "open").count();

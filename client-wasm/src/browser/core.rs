@@ -23,7 +23,7 @@ use core::cell::{Ref, RefCell, RefMut};
 
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::{prelude::*, JsCast};
-use web_sys::{EventSource, EventSourceInit, MessageEvent};
+use web_sys::EventSource;
 
 use super::handles::{Listen, Timer};
 use crate::prelude::*;
@@ -154,17 +154,16 @@ fn global_object(key: &str) -> Option<JsValue> {
 /// Resolves `url` against the page (relative URLs work) and checks it is http(s).
 fn resolve_url(url: &str) -> Result<String, Error> {
     crate::url::validate(url)?;
+    // Against the page (or worker) location; without one only absolute URLs resolve.
     let base = global_object("location")
         .and_then(|location| get(&location, "href").as_string())
-        .unwrap_or_default();
-    let parsed = if base.is_empty() {
-        web_sys::Url::new(url)
-    } else {
-        web_sys::Url::new_with_base(url, &base)
-    }
-    .map_err(|_| Error::InvalidUrl(cat(&["`", url, "` is not a valid URL"])))?;
-    match parsed.protocol().as_str() {
-        "http:" | "https:" => Ok(parsed.href()),
+        .unwrap_or_else(|| url.to_owned());
+    let parsed = web_sys::Url::new_with_base(url, &base)
+        .map_err(|_| Error::InvalidUrl(cat(&["`", url, "` is not a valid URL"])))?;
+    // Properties read with `get`: one import for all of them.
+    let text = |key| get(&parsed, key).as_string().unwrap_or_default();
+    match text("protocol").as_str() {
+        "http:" | "https:" => Ok(text("href")),
         other => Err(Error::InvalidUrl(cat(&[
             "`",
             url,
@@ -252,19 +251,19 @@ impl Core {
         Ok(core)
     }
 
-    /// The shared state; a re-entrant call (impossible: user code never runs under a borrow)
-    /// throws instead of panicking, so no panic message is formatted.
+    /// The shared state. User code never runs under a borrow, so a borrow cannot collide; if
+    /// one ever did, it throws a JS error rather than panicking (no panic message machinery).
     fn inner(&self) -> Ref<'_, Inner> {
         self.0
             .try_borrow()
-            .expect_throw("eventwire: re-entrant client call")
+            .expect_throw("eventwire: re-entrant call")
     }
 
     /// Like [`Core::inner`], mutably.
     fn inner_mut(&self) -> RefMut<'_, Inner> {
         self.0
             .try_borrow_mut()
-            .expect_throw("eventwire: re-entrant client call")
+            .expect_throw("eventwire: re-entrant call")
     }
 
     /// `online` on the global scope (windows and workers both fire it) and, on a page,
@@ -290,23 +289,20 @@ impl Core {
             });
             return;
         }
-        let event: &web_sys::Event = what.unchecked_ref();
-        let event_type = event.type_();
-        // Stream events are MessageEvents, including application events named `error`.
-        if let Some(message) = event.dyn_ref::<MessageEvent>() {
-            self.on_stream_event(&event_type, message);
+        let event_type = get(what, "type").as_string().unwrap_or_default();
+        // Stream events are MessageEvents (a string `data`), including application events
+        // named `error` or `open`.
+        let data = get(what, "data");
+        if data.is_string() {
+            self.on_stream_event(&event_type, what, &data);
             return;
         }
         let input = match event_type.as_str() {
             "open" => Input::Opened { now_ms: now_ms() },
             "error" => {
-                let Some(ready_state) = self
-                    .inner()
-                    .io
-                    .source
-                    .as_ref()
-                    .map(|s| ReadyState::from_number(s.es.ready_state()))
-                else {
+                let Some(ready_state) = self.inner().io.source.as_ref().map(|s| {
+                    ReadyState::from_number(get(&s.es, "readyState").as_f64().unwrap_or(2.0) as u16)
+                }) else {
                     return;
                 };
                 Input::SourceError {
@@ -315,17 +311,11 @@ impl Core {
                 }
             }
             "online" => Input::Online,
-            "visibilitychange" => {
-                // Only becoming visible matters; hiding the page leaves the stream alone.
-                let visible = event.target().is_some_and(|document| {
-                    document
-                        .unchecked_into::<web_sys::Document>()
-                        .visibility_state()
-                        == web_sys::VisibilityState::Visible
-                });
-                if !visible {
-                    return;
-                }
+            // Only becoming visible matters; hiding the page leaves the stream alone.
+            "visibilitychange"
+                if global_object("document")
+                    .is_some_and(|d| get(&d, "visibilityState") == "visible") =>
+            {
                 Input::Visible
             }
             _ => return,
@@ -334,21 +324,22 @@ impl Core {
     }
 
     /// Handles one event from the stream: bookkeeping, listeners, then system-event handling.
-    fn on_stream_event(&self, event_type: &str, message: &MessageEvent) {
-        let raw = message.data();
+    fn on_stream_event(&self, event_type: &str, message: &JsValue, raw: &JsValue) {
         // `lastEventId` is the EventSource's own last event ID, which the hub moves on
         // purpose: on `__connected` for a fresh connection (its starting point), with an
         // id-only block after a replay, and on heartbeats (the connection's position). An
         // event without an `id:` line repeats the previous value. It is exactly what a
         // reconnect must name, so take it always.
-        let id = Some(message.last_event_id()).filter(|id| !id.is_empty());
-        let object = message_object(event_type, &raw, id.as_deref());
+        let id = get(message, "lastEventId")
+            .as_string()
+            .filter(|id| !id.is_empty());
+        let object = message_object(event_type, raw, id.as_deref());
         self.feed(Input::Activity { id: id.clone() });
         self.dispatch(event_type, &object);
         let Some(system) = SystemEvent::from_name(event_type) else {
             return;
         };
-        let parsed = match json_parse(&raw) {
+        let parsed = match json_parse(raw) {
             Ok(v) => v,
             Err(e) => {
                 self.emit(Lifecycle::Error {
@@ -365,7 +356,7 @@ impl Core {
             }),
             // Counted as activity above (it re-arms the watchdog); nothing else to do.
             SystemEvent::Heartbeat => {}
-            SystemEvent::Gap => self.dispatch("gap", &message_object("gap", &raw, id.as_deref())),
+            SystemEvent::Gap => self.dispatch("gap", &message_object("gap", raw, id.as_deref())),
             SystemEvent::Error | SystemEvent::Shutdown => {
                 let server = system == SystemEvent::Error;
                 let text = |key: &str| get(&parsed, key).as_string();
@@ -443,7 +434,7 @@ impl Core {
         // by the client because the promise may settle after `close()` (then it does nothing).
         // Same signature as the client's callback, so the wasm carries one closure shim.
         let on_settled = Closure::<dyn Fn(JsValue, JsValue)>::new(move |ok: JsValue, value| {
-            let token = if ok.is_truthy() {
+            let token = if ok.as_bool() == Some(true) {
                 token_value(&value)
             } else {
                 Err(js_message(&value))
@@ -470,24 +461,25 @@ impl Core {
     /// Calls every listener of `event_type` with `event`. Nothing runs after `close()`, not
     /// even the rest of a dispatch that a listener interrupted by closing.
     pub(crate) fn dispatch(&self, event_type: &str, event: &JsValue) {
-        let listeners = {
-            let io = &mut self.inner_mut().io;
+        let ids = {
+            let io = &self.inner().io;
             if io.disposed {
                 return;
             }
-            io.listeners.take_for_dispatch(event_type)
+            io.listeners.ids_for(event_type)
         };
-        for (id, listener, once) in listeners {
-            {
-                let io = &self.inner().io;
+        for id in ids {
+            let listener = {
+                let io = &mut self.inner_mut().io;
                 if io.disposed {
                     return;
                 }
-                // Removed by an earlier listener of this same dispatch: skip it.
-                if !once && !io.listeners.contains(id) {
-                    continue;
-                }
-            }
+                // `None`: removed by an earlier listener of this same dispatch.
+                io.listeners.take(id)
+            };
+            let Some(listener) = listener else {
+                continue;
+            };
             if let Err(e) = listener.call1(&JsValue::UNDEFINED, event) {
                 web_sys::console::error_2(&"eventwire: a listener threw".into(), &e);
             }
@@ -566,8 +558,14 @@ impl Core {
     }
 
     /// `url` (resolved).
+    #[cfg(feature = "std")]
     pub(crate) fn url(&self) -> String {
         self.inner().io.url.clone()
+    }
+
+    /// `url`, as a JS string.
+    pub(crate) fn url_js(&self) -> JsValue {
+        JsValue::from_str(&self.inner().io.url)
     }
 
     /// `reconnectAttempts`.
@@ -576,8 +574,17 @@ impl Core {
     }
 
     /// `lastEventId`.
+    #[cfg(feature = "std")]
     pub(crate) fn last_event_id(&self) -> Option<String> {
         self.inner().machine.last_event_id().map(str::to_owned)
+    }
+
+    /// `lastEventId`, as a JS string or `undefined`.
+    pub(crate) fn last_event_id_js(&self) -> JsValue {
+        self.inner()
+            .machine
+            .last_event_id()
+            .map_or(JsValue::UNDEFINED, JsValue::from_str)
     }
 }
 
@@ -592,12 +599,12 @@ fn token_value(value: &JsValue) -> Result<Option<String>, String> {
         .ok_or_else(|| "getToken must resolve to a string".to_owned())
 }
 
-/// The message of a thrown JS value.
+/// The message of a thrown JS value: an `Error`'s `message`, or a thrown string.
 pub(crate) fn js_message(e: &JsValue) -> String {
-    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
-        return String::from(err.message());
-    }
-    e.as_string().unwrap_or_else(|| "unknown error".to_owned())
+    get(e, "message")
+        .as_string()
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| "unknown error".to_owned())
 }
 
 impl Io for Driver {
@@ -642,9 +649,10 @@ impl Driver {
     }
 
     fn open_source(&mut self, url: &str) -> Result<(), String> {
-        let init = EventSourceInit::new();
-        init.set_with_credentials(self.with_credentials);
-        let es = EventSource::new_with_event_source_init_dict(url, &init)
+        // An `EventSourceInit` dictionary is a plain object.
+        let init: JsValue = Object::new().into();
+        set(&init, "withCredentials", self.with_credentials);
+        let es = EventSource::new_with_event_source_init_dict(url, init.unchecked_ref())
             .map_err(|e| cat(&["cannot open EventSource: ", &js_message(&e)]))?;
         let listeners = alloc::vec![
             Listen::new(&es, "open", &self.callback_fn),

@@ -123,10 +123,15 @@ pub fn create_client(url: JsValue, options: JsValue) -> Result<JsClient, JsValue
     Ok(JsClient { core, unsubscribe })
 }
 
-fn listener_fn(listener: JsValue) -> Result<Function, JsValue> {
-    listener
+/// The arguments of the listener methods: a type (a string) and a function.
+fn args(event_type: &JsValue, listener: JsValue) -> Result<(String, Function), JsValue> {
+    let t = event_type
+        .as_string()
+        .ok_or_else(|| Error::option("type", "expected a string"))?;
+    let f = listener
         .dyn_into::<Function>()
-        .map_err(|_| Error::option("listener", "expected a function").into())
+        .map_err(|_| Error::option("listener", "expected a function"))?;
+    Ok((t, f))
 }
 
 #[wasm_bindgen(js_class = EventwireClient)]
@@ -136,9 +141,13 @@ impl JsClient {
     /// `error`). Adding the same function twice for a type has no effect, as with
     /// [`EventTarget.addEventListener`](https://developer.mozilla.org/en-US/docs/Web/API/EventTarget/addEventListener).
     #[wasm_bindgen(js_name = addEventListener)]
-    pub fn add_event_listener(&self, event_type: &str, listener: JsValue) -> Result<(), JsValue> {
-        let f = listener_fn(listener)?;
-        let _ = self.core.add_listener(event_type, f, false);
+    pub fn add_event_listener(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] event_type: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Function")] listener: JsValue,
+    ) -> Result<(), JsValue> {
+        let (t, f) = args(&event_type, listener)?;
+        let _ = self.core.add_listener(&t, f, false);
         Ok(())
     }
 
@@ -146,32 +155,40 @@ impl JsClient {
     #[wasm_bindgen(js_name = removeEventListener)]
     pub fn remove_event_listener(
         &self,
-        event_type: &str,
-        listener: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] event_type: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Function")] listener: JsValue,
     ) -> Result<(), JsValue> {
-        let f = listener_fn(listener)?;
-        self.core.remove_listener(event_type, &f);
+        let (t, f) = args(&event_type, listener)?;
+        self.core.remove_listener(&t, &f);
         Ok(())
     }
 
     /// Adds `listener` for `type`; returns a function that removes it.
-    pub fn on(&self, event_type: &str, listener: JsValue) -> Result<Function, JsValue> {
-        self.subscribe(event_type, listener, false)
+    pub fn on(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] event_type: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Function")] listener: JsValue,
+    ) -> Result<Function, JsValue> {
+        self.subscribe(&event_type, listener, false)
     }
 
     /// Adds `listener` for the next `type` event only; returns a function that removes it.
-    pub fn once(&self, event_type: &str, listener: JsValue) -> Result<Function, JsValue> {
-        self.subscribe(event_type, listener, true)
+    pub fn once(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] event_type: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Function")] listener: JsValue,
+    ) -> Result<Function, JsValue> {
+        self.subscribe(&event_type, listener, true)
     }
 
     fn subscribe(
         &self,
-        event_type: &str,
+        event_type: &JsValue,
         listener: JsValue,
         once: bool,
     ) -> Result<Function, JsValue> {
-        let f = listener_fn(listener)?;
-        let id = self.core.add_listener(event_type, f, once);
+        let (t, f) = args(event_type, listener)?;
+        let id = self.core.add_listener(&t, f, once);
         let unsubscribe: &Function = self.unsubscribe.as_ref().unchecked_ref();
         // A duplicate (or a closed client) gets an unsubscribe that does nothing (id 0).
         let bound = unsubscribe.bind1(&JsValue::NULL, &JsValue::from(id.unwrap_or(0) as f64));
@@ -185,9 +202,9 @@ impl JsClient {
     }
 
     /// The hub URL, resolved against the page.
-    #[wasm_bindgen(getter)]
-    pub fn url(&self) -> String {
-        self.core.url()
+    #[wasm_bindgen(getter, unchecked_return_type = "string")]
+    pub fn url(&self) -> JsValue {
+        self.core.url_js()
     }
 
     /// Failed connection attempts since the last healthy connection.
@@ -196,10 +213,10 @@ impl JsClient {
         self.core.reconnect_attempts()
     }
 
-    /// The id of the last event received (or the `lastEventId` option), or `null`.
-    #[wasm_bindgen(getter = lastEventId)]
-    pub fn last_event_id(&self) -> Option<String> {
-        self.core.last_event_id()
+    /// The id of the last event received (or the `lastEventId` option), or `undefined`.
+    #[wasm_bindgen(getter = lastEventId, unchecked_return_type = "string | undefined")]
+    pub fn last_event_id(&self) -> JsValue {
+        self.core.last_event_id_js()
     }
 
     /// Connects (after `autoConnect: false`, or after retries were exhausted).
