@@ -5,10 +5,14 @@
 #                                 (no std, so no panic/formatting machinery; talc as allocator;
 #                                 see client-wasm/Cargo.toml and src/lib.rs)
 #   wasm-bindgen --target web     -> $CARGO_TARGET_DIR/client-wasm-pkg/
-#   wasm-opt -Oz --converge, stripping debug info, producers and target-features sections
-#                                 (binaryen 132 from npm; never Debian's binaryen, see
-#                                 shared/TOOLCHAIN.md; the sections only matter to wasm-bindgen,
-#                                 which has already run)
+#   wasm-opt -Oz --converge       (binaryen 132 from npm; never Debian's binaryen, see
+#                                 shared/TOOLCHAIN.md)
+#   wasm-opt --minify-imports-and-exports-and-modules, stripping debug info, producers and
+#                                 target-features sections (a second run: it must read the
+#                                 features from target_features, so that section goes last;
+#                                 the sections only matter to wasm-bindgen, which has run)
+#   scripts/minify-glue.mjs       renames the imports/exports in the JS glue and in the
+#                                 InitOutput type of the .d.ts to match (see below)
 #   terser on the JS glue         (same file name and exports; the .d.ts keeps the docs)
 # then prints the gzip -9 size of the wasm and of the JS glue, and whether the total is within
 # the 20 KB budget (EVENTWIRE_SIZE_BUDGET, in bytes, overrides it).
@@ -35,6 +39,16 @@
 #            searches instead of split_once/contains (no memchr) on wasm paths (wasm -0.95 KB)
 #   27.2 KB  `globalThis` read directly instead of `web_sys::window()` (which probes four
 #            globals): wasm -0.47 KB, JS -0.2 KB
+#   25.0 KB  minified wasm import, export and import-module names (from 27.4 KB measured
+#            just before; `__wbg_addEventListener_847fd86b8c33ec43` from
+#            "./eventwire_client_bg.js" -> `o` from "a"): wasm -1.4 KB, JS -0.9 KB.
+#            Safe because the old -> new mapping is read from the two modules (the import
+#            and export lists before and after the renaming run, in section order) rather
+#            than from wasm-opt's printout, and minify-glue.mjs fails the build unless every
+#            import is an import-object key exactly once, no old name is left, every
+#            `wasm.X` the glue reads is exported, the glue parses and the minified module
+#            links against the rewritten import object. The Playwright smoke test
+#            (test-client-wasm.sh) and the npm tests load this minified build.
 #   Left: ~4 KB of the wasm is option parsing and validation (measured by stubbing it out);
 #   the rest is the client core. Reaching 20 KB needs a leaner core, not more flags.
 #
@@ -69,9 +83,21 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 wasm-bindgen --target web --out-dir "$OUT" \
   "$TARGET_DIR/wasm32-unknown-unknown/release/eventwire_client.wasm"
-"$WASM_OPT" -Oz --converge --strip-debug --strip-producers --strip-target-features \
-  "$OUT/eventwire_client_bg.wasm" -o "$OUT/eventwire_client_bg.wasm.opt"
-mv "$OUT/eventwire_client_bg.wasm.opt" "$OUT/eventwire_client_bg.wasm"
+WASM="$OUT/eventwire_client_bg.wasm"
+"$WASM_OPT" -Oz --converge "$WASM" -o "$WASM.opt"
+# Only renames and strips: no optimisation pass runs, so imports and exports keep their order
+# (minify-glue.mjs pairs them by position). The levels are -Oz's: the binary writer's own
+# StackIR optimisation needs them (without, the code section grows ~60 bytes). wasm-opt prints
+# its mapping on stdout; it is not used.
+"$WASM_OPT" --minify-imports-and-exports-and-modules \
+  --strip-debug --strip-producers --strip-target-features \
+  --optimize-level 2 --shrink-level 2 "$WASM.opt" -o "$WASM.min" >/dev/null
+node "$ROOT/scripts/minify-glue.mjs" "$WASM.opt" "$WASM.min" \
+  "$OUT/eventwire_client.js" "$OUT/eventwire_client.d.ts"
+mv "$WASM.min" "$WASM"
+# The wasm's own .d.ts lists the old export names; nothing imports the wasm as a module with
+# --target web, and the npm package never shipped it, so drop it rather than keep a wrong file.
+rm "$WASM.opt" "$OUT/eventwire_client_bg.wasm.d.ts"
 # Minify the glue in place (an ES module: top-level names are private, exports keep their
 # names). The @ts-self-types comment stays so Deno/JSR still find the .d.ts.
 "$TERSER" "$OUT/eventwire_client.js" --module --ecma 2020 --compress passes=2 --mangle \
