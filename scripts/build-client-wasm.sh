@@ -104,7 +104,7 @@ rm "$WASM.opt" "$OUT/eventwire_client_bg.wasm.d.ts"
   --comments '/@ts-self-types/' -o "$OUT/eventwire_client.js.min"
 mv "$OUT/eventwire_client.js.min" "$OUT/eventwire_client.js"
 
-gz() { gzip -9 -c "$1" | wc -c; }
+gz() { gzip -9 -n -c "$1" | wc -c; }
 WASM_RAW=$(wc -c <"$OUT/eventwire_client_bg.wasm")
 WASM_GZ=$(gz "$OUT/eventwire_client_bg.wasm")
 JS_RAW=$(wc -c <"$OUT/eventwire_client.js")

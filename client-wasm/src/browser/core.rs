@@ -141,9 +141,9 @@ pub(crate) fn get(target: &JsValue, key: &str) -> JsValue {
 }
 
 /// `target[key] = value` on a plain object.
-pub(crate) fn set(target: &JsValue, key: &str, value: impl Into<JsValue>) {
+pub(crate) fn set(target: &JsValue, key: &str, value: &JsValue) {
     // Reflect.set on a plain object cannot fail.
-    let _ = Reflect::set(target, &JsValue::from_str(key), &value.into());
+    let _ = Reflect::set(target, &JsValue::from_str(key), value);
 }
 
 /// `globalThis[key]`, when it is an object (`document`, `location`).
@@ -178,10 +178,10 @@ fn resolve_url(url: &str) -> Result<String, Error> {
 /// JSON value, or the string itself when the payload is not JSON (see [`crate::decode`]).
 fn message_object(event_type: &str, raw: &JsValue, id: Option<&str>) -> JsValue {
     let o: JsValue = Object::new().into();
-    set(&o, "type", event_type);
-    set(&o, "data", json_parse(raw).unwrap_or_else(|_| raw.clone()));
+    set(&o, "type", &event_type.into());
+    set(&o, "data", &json_parse(raw).unwrap_or_else(|_| raw.clone()));
     set(&o, "raw", raw);
-    set(&o, "id", id.map_or(JsValue::NULL, JsValue::from_str));
+    set(&o, "id", &id.map_or(JsValue::NULL, JsValue::from_str));
     o
 }
 
@@ -189,17 +189,17 @@ fn message_object(event_type: &str, raw: &JsValue, id: Option<&str>) -> JsValue 
 pub(crate) fn lifecycle_object(event: &Lifecycle) -> (&'static str, JsValue) {
     let event_type = event.event_type();
     let o: JsValue = Object::new().into();
-    set(&o, "type", event_type);
+    set(&o, "type", &event_type.into());
     match event {
         Lifecycle::Open => {}
-        Lifecycle::StateChange(state) => set(&o, "readyState", *state as u8),
+        Lifecycle::StateChange(state) => set(&o, "readyState", &(*state as u8).into()),
         Lifecycle::Reconnecting { attempt, delay_ms } => {
-            set(&o, "attempt", *attempt);
-            set(&o, "delayMs", *delay_ms);
+            set(&o, "attempt", &(*attempt).into());
+            set(&o, "delayMs", &(*delay_ms).into());
         }
         Lifecycle::Error { kind, message } => {
-            set(&o, "kind", kind.as_str());
-            set(&o, "message", message.as_str());
+            set(&o, "kind", &kind.as_str().into());
+            set(&o, "message", &message.as_str().into());
         }
     }
     (event_type, o)
@@ -651,7 +651,7 @@ impl Driver {
     fn open_source(&mut self, url: &str) -> Result<(), String> {
         // An `EventSourceInit` dictionary is a plain object.
         let init: JsValue = Object::new().into();
-        set(&init, "withCredentials", self.with_credentials);
+        set(&init, "withCredentials", &self.with_credentials.into());
         let es = EventSource::new_with_event_source_init_dict(url, init.unchecked_ref())
             .map_err(|e| cat(&["cannot open EventSource: ", &js_message(&e)]))?;
         let listeners = alloc::vec![

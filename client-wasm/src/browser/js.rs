@@ -146,9 +146,8 @@ impl JsClient {
         #[wasm_bindgen(unchecked_param_type = "string")] event_type: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Function")] listener: JsValue,
     ) -> Result<(), JsValue> {
-        let (t, f) = args(&event_type, listener)?;
-        let _ = self.core.add_listener(&t, f, false);
-        Ok(())
+        // `on` without its unsubscribe function: one code path for both.
+        self.subscribe(&event_type, listener, false).map(drop)
     }
 
     /// Removes `listener` from `type`.
