@@ -67,13 +67,26 @@ export PATH="$ROOT/.tools/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 if ! command -v wasm-bindgen >/dev/null || [[ ! -x "$ROOT/.tools/npm/node_modules/.bin/wasm-opt" ]]; then
   bash "$ROOT/scripts/install-tools.sh"
 fi
+# shellcheck source=scripts/wasm-toolchain.sh
+source "$ROOT/scripts/wasm-toolchain.sh"
 WASM_OPT="$ROOT/.tools/npm/node_modules/.bin/wasm-opt"
 TERSER="$ROOT/.tools/npm/node_modules/.bin/terser"
 if [[ ! -x "$TERSER" ]]; then
   bash "$ROOT/scripts/install-tools.sh"
 fi
 
-cargo build --release --target wasm32-unknown-unknown -p eventwire-client --no-default-features --features standalone \
+# A pinned nightly (installed by install-tools.sh with rust-src): it rebuilds core and alloc
+# with the `immediate-abort` panic strategy, so no panic message, location or formatting code
+# is left in the module (see the size table above). Everything else builds with stable.
+TOOLCHAIN="$(wasm_toolchain)"
+if ! rustup run "$TOOLCHAIN" rustc --print sysroot >/dev/null 2>&1 \
+  || [[ ! -d "$(rustup run "$TOOLCHAIN" rustc --print sysroot)/lib/rustlib/src/rust/library" ]]; then
+  bash "$ROOT/scripts/install-tools.sh"
+fi
+cargo "+$TOOLCHAIN" build --release --target wasm32-unknown-unknown -p eventwire-client \
+  --no-default-features --features standalone \
+  -Z build-std=core,alloc \
+  --config 'target.wasm32-unknown-unknown.rustflags=["-Zunstable-options", "-Cpanic=immediate-abort"]' \
   --config 'profile.release.opt-level="z"' \
   --config 'profile.release.lto=true' \
   --config 'profile.release.codegen-units=1' \

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the client-wasm build and browser tests need, skipping anything already there:
 #   - the wasm32-unknown-unknown Rust target (rustup)
+#   - the pinned nightly of the client's release build (scripts/wasm-toolchain.sh), minimal
+#     profile, with rust-src and the wasm target (rustup; about 30 s)
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (cargo install)
 #   - Debian's chromium + chromium-driver (apt-get)
 #   - binaryen@132.0.0 (wasm-opt), terser (minifies the JS glue) and playwright-core from npm,
@@ -22,6 +24,22 @@ log() { printf '[install-tools] %s\n' "$*" >&2; }
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   log "adding rust target wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
+fi
+
+# 1b. the release build's nightly, with the sources of core/alloc (for -Z build-std)
+# shellcheck source=scripts/wasm-toolchain.sh
+source "$ROOT/scripts/wasm-toolchain.sh"
+NIGHTLY="$(wasm_toolchain)"
+if ! rustup run "$NIGHTLY" rustc --print sysroot >/dev/null 2>&1; then
+  log "installing rust $NIGHTLY (minimal, rust-src, wasm32-unknown-unknown)"
+  rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src \
+    --target wasm32-unknown-unknown
+fi
+if [[ ! -d "$(rustup run "$NIGHTLY" rustc --print sysroot)/lib/rustlib/src/rust/library" ]]; then
+  rustup component add rust-src --toolchain "$NIGHTLY"
+fi
+if ! rustup target list --installed --toolchain "$NIGHTLY" | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown --toolchain "$NIGHTLY"
 fi
 
 # 2. wasm-bindgen-cli, same version as the wasm-bindgen crate in Cargo.lock

@@ -81,9 +81,13 @@ impl<L: Clone> Registry<L> {
 
     /// Removes the listener with this id; false when there was none.
     pub fn remove(&mut self, id: u64) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.id != id);
-        self.entries.len() != before
+        match self.entries.iter().position(|e| e.id == id) {
+            Some(pos) => {
+                self.entries.remove(pos);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes the first listener of `event_type` for which `matches` is true.
@@ -120,15 +124,10 @@ impl<L: Clone> Registry<L> {
         Some(listener)
     }
 
-    /// The distinct event types that have listeners.
-    pub fn types(&self) -> Vec<String> {
-        let mut types: Vec<String> = Vec::new();
-        for e in &self.entries {
-            if !types.contains(&e.event_type) {
-                types.push(e.event_type.clone());
-            }
-        }
-        types
+    /// The event types that have listeners, in order (a type repeats for each of its
+    /// listeners).
+    pub fn event_types(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.event_type.as_str())
     }
 
     /// Number of listeners.
@@ -194,7 +193,7 @@ mod tests {
         assert!(r.add_unique("a", 1, false, |x, y| x == y).is_some());
         assert!(r.add_unique("a", 1, false, |x, y| x == y).is_none());
         assert!(r.add_unique("b", 1, false, |x, y| x == y).is_some());
-        assert_eq!(r.types(), ["a", "b"]);
+        assert_eq!(r.event_types().collect::<Vec<_>>(), ["a", "b"]);
     }
 
     #[test]

@@ -303,6 +303,16 @@ impl Machine {
         self.options.auto_connect && self.options.enabled
     }
 
+    /// The hub URL it was created with (without query parameters).
+    pub fn url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The options.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase
@@ -321,11 +331,6 @@ impl Machine {
     /// The last event id received (or the `lastEventId` option).
     pub fn last_event_id(&self) -> Option<&str> {
         self.last_event_id.as_deref()
-    }
-
-    /// The options.
-    pub fn options(&self) -> &Options {
-        &self.options
     }
 
     /// Whether `seq` is the connection attempt currently waiting for its token.

@@ -19,13 +19,17 @@ use crate::{error::Error, text::cat};
 /// # Errors
 /// [`Error::InvalidUrl`] naming the problem.
 pub fn validate(url: &str) -> Result<(), Error> {
-    // `char::is_whitespace` rather than `trim()`, and pieces pushed rather than `format!`:
-    // this runs in the JavaScript build, which must not pull in `core::fmt` (see `text`).
-    if url.chars().all(char::is_whitespace) {
+    // Byte and char checks rather than `trim()` and `format!`: this runs in the JavaScript
+    // build, which must not pull in `core::fmt` or Unicode tables (see `text`). Non-ASCII
+    // spaces are left to the browser's URL parser, which encodes or rejects them.
+    if url.bytes().all(|b| b.is_ascii_whitespace()) {
         return Err(Error::InvalidUrl("the URL is empty".into()));
     }
     let quoted = |problem: &str| Error::InvalidUrl(cat(&["`", url, "` ", problem]));
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url
+        .chars()
+        .any(|c| c.is_ascii_whitespace() || c.is_control())
+    {
         return Err(quoted("contains spaces or control characters"));
     }
     // Byte searches and `get` rather than `split_once` and `contains`: no memchr, no slicing
@@ -60,7 +64,7 @@ pub fn with_query(base: &str, params: &[(&str, &str)]) -> String {
         .unwrap_or(base);
     let mut out = String::from(base);
     let mut sep = if base.bytes().any(|b| b == b'?') {
-        if base.ends_with('?') || base.ends_with('&') {
+        if matches!(base.as_bytes().last(), Some(b'?' | b'&')) {
             ""
         } else {
             "&"
@@ -87,7 +91,12 @@ pub fn encode_into(out: &mut String, s: &str) {
     // Arithmetic instead of a lookup table: no index, so no bounds-check panic path.
     let hex = |n: u8| char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 });
     for byte in s.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+        if byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            )
+        {
             out.push(char::from(byte));
         } else {
             out.push('%');

@@ -28,7 +28,7 @@ use web_sys::EventSource;
 use super::handles::{Listen, Timer};
 use crate::prelude::*;
 use crate::{
-    decode::{is_lifecycle, millis_hint, SystemEvent},
+    decode::{is_lifecycle, SystemEvent},
     error::Error,
     listeners::Registry,
     machine::{Command, ErrorKind, Input, Io, Lifecycle, Machine, ReadyState},
@@ -66,7 +66,6 @@ pub(crate) struct Inner {
 
 /// The browser side of a client: carries out the machine's commands as they come ([`Io`]).
 pub(crate) struct Driver {
-    url: String,
     listeners: Registry<Function>,
     get_token: Option<Function>,
     with_credentials: bool,
@@ -102,7 +101,7 @@ impl core::fmt::Debug for Core {
         match self.0.try_borrow() {
             Ok(inner) => f
                 .debug_struct("Client")
-                .field("url", &inner.io.url)
+                .field("url", &inner.machine.url())
                 .field("readyState", &inner.machine.ready_state())
                 .finish_non_exhaustive(),
             Err(_) => f.write_str("Client { .. }"),
@@ -226,9 +225,8 @@ impl Core {
             let callback_fn: Function = callback.as_ref().clone().unchecked_into();
             let with_credentials = options.with_credentials;
             RefCell::new(Inner {
-                machine: Machine::new(resolved.clone(), options, seed),
+                machine: Machine::new(resolved, options, seed),
                 io: Driver {
-                    url: resolved,
                     listeners: Registry::default(),
                     get_token,
                     with_credentials,
@@ -362,17 +360,15 @@ impl Core {
                 let text = |key: &str| get(&parsed, key).as_string();
                 let message = text("message").unwrap_or_else(|| {
                     if server {
-                        cat(&[
-                            "the hub ended the stream (",
-                            &text("reason").unwrap_or_default(),
-                            ")",
-                        ])
+                        "the hub ended the stream"
                     } else {
-                        "the hub is shutting down".to_owned()
+                        "the hub is shutting down"
                     }
+                    .to_owned()
                 });
                 self.feed(Input::Ended {
-                    retry_ms: millis_hint(get(&parsed, "retryMs").as_f64()).map(f64::from),
+                    // Sanitised by the machine.
+                    retry_ms: get(&parsed, "retryMs").as_f64(),
                     server,
                     message,
                     now_ms: now_ms(),
@@ -501,7 +497,7 @@ impl Core {
         let id = io
             .listeners
             .add_unique(event_type, listener, once, |a, b| a == b)?;
-        io.attach(event_type);
+        attach(&mut io.source, &io.callback_fn, event_type);
         Some(id)
     }
 
@@ -560,12 +556,12 @@ impl Core {
     /// `url` (resolved).
     #[cfg(feature = "std")]
     pub(crate) fn url(&self) -> String {
-        self.inner().io.url.clone()
+        self.inner().machine.url().to_owned()
     }
 
     /// `url`, as a JS string.
     pub(crate) fn url_js(&self) -> JsValue {
-        JsValue::from_str(&self.inner().io.url)
+        JsValue::from_str(self.inner().machine.url())
     }
 
     /// `reconnectAttempts`.
@@ -660,33 +656,33 @@ impl Driver {
         ];
         self.source = Some(Source { es, listeners });
         for system in SystemEvent::ALL {
-            self.attach(system.name());
+            attach(&mut self.source, &self.callback_fn, system.name());
         }
-        for event_type in self.listeners.types() {
-            self.attach(&event_type);
+        for event_type in self.listeners.event_types() {
+            attach(&mut self.source, &self.callback_fn, event_type);
         }
         Ok(())
     }
+}
 
-    /// Makes the current `EventSource` call the client's callback for `event_type` events.
-    fn attach(&mut self, event_type: &str) {
-        // Lifecycle events come from the SDK; `error` is already listened for (connection
-        // errors and application events named `error` arrive on the same listener).
-        if is_lifecycle(event_type) {
-            return;
-        }
-        let Some(source) = self.source.as_mut() else {
-            return;
-        };
-        if source
-            .listeners
-            .iter()
-            .any(|l| l.event_type() == event_type)
-        {
-            return;
-        }
-        source
-            .listeners
-            .push(Listen::new(&source.es, event_type, &self.callback_fn));
+/// Makes the current `EventSource` call the client's callback for `event_type` events.
+fn attach(source: &mut Option<Source>, callback: &Function, event_type: &str) {
+    // Lifecycle events come from the SDK; `error` is already listened for (connection
+    // errors and application events named `error` arrive on the same listener).
+    if is_lifecycle(event_type) {
+        return;
     }
+    let Some(source) = source.as_mut() else {
+        return;
+    };
+    if source
+        .listeners
+        .iter()
+        .any(|l| l.event_type() == event_type)
+    {
+        return;
+    }
+    source
+        .listeners
+        .push(Listen::new(&source.es, event_type, callback));
 }
