@@ -4,6 +4,7 @@
 #   - the pinned nightly of the client's release build (scripts/wasm-toolchain.sh), minimal
 #     profile, with rust-src and the wasm target (rustup; about 30 s)
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (cargo install)
+#   - wasm-pack, which runs the browser tests (cargo install; about 3 minutes)
 #   - Debian's chromium + chromium-driver (apt-get)
 #   - binaryen@132.0.0 (wasm-opt), terser (minifies the JS glue) and playwright-core from npm,
 #     into .tools/npm (gitignored)
@@ -55,6 +56,16 @@ if [[ "$have_wb" != "$WB_VERSION" ]]; then
     || cargo install wasm-bindgen-cli --version "=$WB_VERSION" --force
 fi
 
+# 2b. wasm-pack (`wasm-pack test --headless --chrome`; run with --mode no-install, so it uses
+# the wasm-bindgen-cli above and the chromedriver below and downloads nothing)
+WASM_PACK_VERSION="0.15.1"
+have_wp="$(wasm-pack --version 2>/dev/null | awk '{print $2}' || true)"
+if [[ "$have_wp" != "$WASM_PACK_VERSION" ]]; then
+  log "installing wasm-pack $WASM_PACK_VERSION (found: ${have_wp:-none}); takes a few minutes"
+  cargo install wasm-pack --version "=$WASM_PACK_VERSION" --locked \
+    || cargo install wasm-pack --version "=$WASM_PACK_VERSION" --force
+fi
+
 # 3. Chromium + chromedriver from Debian
 if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
   log "installing chromium + chromium-driver from Debian"
@@ -79,4 +90,4 @@ if [[ "$need_npm" == 1 ]]; then
     "binaryen@$BINARYEN_VERSION" "terser@$TERSER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
 fi
 
-log "ok: wasm-bindgen $WB_VERSION, $(/usr/bin/chromium --version 2>/dev/null | head -1), wasm-opt $("$NPM_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | head -1)"
+log "ok: wasm-bindgen $WB_VERSION, wasm-pack $WASM_PACK_VERSION, $(/usr/bin/chromium --version 2>/dev/null | head -1), wasm-opt $("$NPM_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | head -1)"

@@ -4,6 +4,10 @@
 #   1. native tests of the pure modules (with and without the `typed` feature),
 #   2. clippy (native and wasm32) and rustfmt --check for the crates this script covers,
 #   3. the wasm browser tests in headless Chromium against the real hub (through the proxy),
+#      with `wasm-pack test --headless --chrome` (the same tests also run with plain cargo:
+#      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner cargo test
+#      --target wasm32-unknown-unknown -p eventwire-client --features typed, with the
+#      environment this script sets),
 #   4. the release build + wasm-opt + gzip size report (scripts/build-client-wasm.sh),
 #   5. the Playwright smoke test of that optimised build against the real hub.
 # The hub runs WITHOUT --heartbeat-event: the browser tests prove the SDK asks for event
@@ -100,15 +104,16 @@ cargo clippy -p eventwire-client --all-targets --features typed,standalone --tar
 cargo clippy -p eventwire-client --no-default-features --features standalone \
   --target wasm32-unknown-unknown -- -D warnings
 
-log "wasm browser tests (headless Chromium, real hub)"
+log "wasm browser tests: wasm-pack test --headless --chrome (real hub)"
 export CHROMEDRIVER=/usr/bin/chromedriver
 export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$ROOT/client-wasm/webdriver.json"
 export WASM_BINDGEN_TEST_TIMEOUT=300
-export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export EVENTWIRE_PROXY_URL="$PROXY_URL" EVENTWIRE_PROXY_CONTROL_URL="$CONTROL_URL"
 export EVENTWIRE_SLOW_PROXY_URL="$SLOW_PROXY_URL" EVENTWIRE_SLOW_PROXY_CONTROL_URL="$SLOW_CONTROL_URL"
-# No -q: the runner rejects --quiet.
-cargo test --target wasm32-unknown-unknown -p eventwire-client --features typed
+# --mode no-install: use the installed wasm-bindgen-test-runner and chromedriver, download
+# nothing. No -q: the runner rejects --quiet.
+wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --mode no-install \
+  client-wasm --features typed
 
 log "release build + size"
 bash "$ROOT/scripts/build-client-wasm.sh"
