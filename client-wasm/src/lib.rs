@@ -46,22 +46,32 @@
 //! - `num`: the float helpers `core` lacks (`round`, whole-number check).
 //! - `text`: message building without `core::fmt`, which keeps the JavaScript build small.
 //! - [`browser`]: the web-sys glue: the client core, the JavaScript API ([`browser::js`]) and
-//!   the Rust API ([`browser::rust_api`]).
+//!   the Rust API (`browser::rust_api`, with `std`). The core speaks JavaScript only
+//!   (listeners are JS functions called with plain event objects); the Rust API wraps Rust
+//!   closures and reads its typed events back, so the JavaScript build carries one dispatch
+//!   path.
 //!
 //! The pure modules use no browser API and are tested natively (`cargo test -p
-//! eventwire-client`); the glue is tested in headless Chromium against the real hub
-//! (`scripts/test-client-wasm.sh`).
+//! eventwire-client`); the glue is tested in headless Chromium against the real hub with
+//! `wasm-pack test --headless --chrome` (`scripts/test-client-wasm.sh` starts the hub and a
+//! fault proxy first).
+//!
+//! # Size
+//! The JavaScript build (`scripts/build-client-wasm.sh`) is about 20 KB gzip, wasm and JS glue
+//! together; the script fails above 20,480 bytes. That script's header lists what each change
+//! bought.
 //!
 //! # Features
 //! - `std` (default): links the standard library, as Rust web apps do, and provides the Rust
 //!   API ([`Client`]).
-//! - `typed`: [`Client::on`] decodes payloads into your `serde` types (implies `std`). Off by
+//! - `typed`: `Client::on` decodes payloads into your `serde` types (implies `std`). Off by
 //!   default, so the build JavaScript users get has no serde in it.
 //! - `standalone`: this crate is the whole wasm module, as in the JavaScript build
 //!   (`--no-default-features --features standalone`, see `scripts/build-client-wasm.sh`):
 //!   talc becomes the global allocator and, without `std`, panics trap. Without `std` there is
-//!   no panic message machinery at all, which is most of what keeps that build small; the
-//!   code therefore builds messages without `core::fmt` and avoids panicking paths.
+//!   no panic message machinery at all (and the release build rebuilds core/alloc with
+//!   `-Cpanic=immediate-abort` on a pinned nightly), which is most of what keeps that build
+//!   small; the code therefore builds messages without `core::fmt` and avoids panicking paths.
 
 #![deny(missing_docs)]
 #![cfg_attr(not(feature = "std"), no_std)]
