@@ -282,27 +282,22 @@ const BACKOFF_OPTIONS: [Spec; 5] = [
     ("jitter", Kind::Number, |o, r| o.backoff.jitter = r.number),
 ];
 
-/// The option names `createClient` accepts.
-pub const KNOWN_OPTIONS: [&str; 11] = {
-    let mut names = [""; 11];
+/// The names in a table of specs.
+const fn names<const N: usize>(specs: &[Spec; N]) -> [&'static str; N] {
+    let mut names = [""; N];
     let mut i = 0;
-    while i < OPTIONS.len() {
-        names[i] = OPTIONS[i].0;
+    while i < N {
+        names[i] = specs[i].0;
         i += 1;
     }
     names
-};
+}
+
+/// The option names `createClient` accepts.
+pub const KNOWN_OPTIONS: [&str; 11] = names(&OPTIONS);
 
 /// The keys of the `backoff` option.
-pub const KNOWN_BACKOFF_OPTIONS: [&str; 5] = {
-    let mut names = [""; 5];
-    let mut i = 0;
-    while i < BACKOFF_OPTIONS.len() {
-        names[i] = BACKOFF_OPTIONS[i].0;
-        i += 1;
-    }
-    names
-};
+pub const KNOWN_BACKOFF_OPTIONS: [&str; 5] = names(&BACKOFF_OPTIONS);
 
 /// What a name (`clientId`, a topic, an event type) must be: the hub's rule.
 const NAME_RULE: &str = "must be 1 to 128 characters, without commas or control characters";
