@@ -24,6 +24,15 @@ pub enum Error {
     /// The hub URL cannot be parsed or is not `http(s)`.
     #[error("{}", self.message())]
     InvalidUrl(String),
+    /// A method of the JavaScript client got a wrong argument (`type` not a string,
+    /// `listener` not a function).
+    #[error("{}", self.message())]
+    InvalidArgument {
+        /// The argument's name.
+        argument: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
     /// An event's data could not be decoded into the listener's type.
     #[error("{}", self.message())]
     Decode {
@@ -52,6 +61,9 @@ impl Error {
             }
             Self::UnknownOption(option) => cat(&["eventwire: unknown option `", option, "`"]),
             Self::InvalidUrl(reason) => cat(&["eventwire: invalid option `url`: ", reason]),
+            Self::InvalidArgument { argument, reason } => {
+                cat(&["eventwire: invalid argument `", argument, "`: ", reason])
+            }
             Self::Decode { event, reason } => {
                 cat(&["eventwire: cannot decode `", event, "` event: ", reason])
             }
@@ -67,6 +79,7 @@ impl Error {
             Self::InvalidOption { .. } => "invalid_option",
             Self::UnknownOption(_) => "unknown_option",
             Self::InvalidUrl(_) => "invalid_url",
+            Self::InvalidArgument { .. } => "invalid_argument",
             Self::Decode { .. } => "decode",
         }
     }
@@ -76,7 +89,7 @@ impl Error {
         match self {
             Self::InvalidOption { option, .. } | Self::UnknownOption(option) => Some(option),
             Self::InvalidUrl(_) => Some("url"),
-            Self::Decode { .. } => None,
+            Self::InvalidArgument { .. } | Self::Decode { .. } => None,
         }
     }
 }
@@ -107,6 +120,13 @@ mod tests {
             (
                 Error::UnknownOption("topic".into()),
                 "eventwire: unknown option `topic`",
+            ),
+            (
+                Error::InvalidArgument {
+                    argument: "listener",
+                    reason: "expected a function",
+                },
+                "eventwire: invalid argument `listener`: expected a function",
             ),
             (
                 Error::InvalidUrl("the URL is empty".into()),

@@ -155,6 +155,15 @@ pub enum Input {
         /// Current time in ms (any monotonic origin).
         now_ms: f64,
     },
+    /// The `EventSource` for attempt `seq` could not be created (its constructor threw).
+    OpenFailed {
+        /// The `seq` of the [`Command::OpenSource`] that failed; a stale one is ignored.
+        seq: u64,
+        /// Why.
+        message: String,
+        /// Current time in ms.
+        now_ms: f64,
+    },
     /// The `EventSource` fired `error`; `ready_state` is its readyState at that moment.
     SourceError {
         /// The `EventSource`'s readyState.
@@ -212,6 +221,8 @@ pub enum Command {
     OpenSource {
         /// The full `/events` URL with its query parameters.
         url: String,
+        /// The connection attempt (answer a failure with [`Input::OpenFailed`]).
+        seq: u64,
     },
     /// Close and drop the current `EventSource` (and its listeners).
     CloseSource,
@@ -396,6 +407,16 @@ impl Machine {
                 out.run(Command::Emit(Lifecycle::Open));
                 self.arm_watchdog(out);
             }
+            Input::OpenFailed {
+                seq,
+                message,
+                now_ms,
+            } => {
+                if self.is_current(seq) {
+                    let message = cat(&["cannot open EventSource: ", &message]);
+                    self.lost(Some(now_ms), ErrorKind::Connection, message, None, out);
+                }
+            }
             Input::SourceError {
                 ready_state,
                 now_ms,
@@ -535,6 +556,7 @@ impl Machine {
             ("heartbeat", "event"),
         ];
         out.run(Command::OpenSource {
+            seq: self.seq,
             url: with_query(&self.base_url, &params),
         });
         self.arm_watchdog(out);
@@ -645,7 +667,7 @@ mod tests {
 
     fn url_of(cmds: &[Command]) -> Option<String> {
         cmds.iter().find_map(|c| match c {
-            Command::OpenSource { url } => Some(url.clone()),
+            Command::OpenSource { url, .. } => Some(url.clone()),
             _ => None,
         })
     }
@@ -738,6 +760,42 @@ mod tests {
             attempt: 1,
             delay_ms: 100
         }));
+    }
+
+    #[test]
+    fn a_failed_open_is_a_failed_attempt_unless_a_newer_one_started() {
+        let mut m = machine(opts());
+        let cmds = run(&mut m, Input::Connect);
+        assert!(cmds
+            .iter()
+            .any(|c| matches!(c, Command::OpenSource { seq: 1, .. })));
+        // Before the old attempt's failure is handled, the app reconnects: attempt 2.
+        let cmds = run(&mut m, Input::Reconnect);
+        assert!(cmds
+            .iter()
+            .any(|c| matches!(c, Command::OpenSource { seq: 2, .. })));
+        let stale = Input::OpenFailed {
+            seq: 1,
+            message: "SyntaxError".into(),
+            now_ms: 1.0,
+        };
+        assert!(run(&mut m, stale).is_empty());
+        assert_eq!(m.attempts(), 0);
+        let cmds = run(
+            &mut m,
+            Input::OpenFailed {
+                seq: 2,
+                message: "SyntaxError".into(),
+                now_ms: 1.0,
+            },
+        );
+        assert_eq!(cmds.first(), Some(&Command::CloseSource));
+        assert!(emits(&cmds).contains(&Lifecycle::Error {
+            kind: ErrorKind::Connection,
+            message: "cannot open EventSource: SyntaxError".into()
+        }));
+        assert!(cmds.contains(&Command::SetRetryTimer { ms: 100 }));
+        assert_eq!(m.attempts(), 1);
     }
 
     #[test]

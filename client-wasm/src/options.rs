@@ -333,10 +333,7 @@ impl Options {
         for (list, key) in [(&self.topics, "topics"), (&self.events, "events")] {
             for (i, name) in list.iter().enumerate() {
                 if !is_name(name) {
-                    let mut path = cat(&[key, "["]);
-                    push_uint(&mut path, i as u64);
-                    path.push(']');
-                    return Err(Error::option(path, NAME_RULE));
+                    return Err(Error::option(indexed(key, i), NAME_RULE));
                 }
             }
         }
@@ -384,13 +381,19 @@ fn read<V: Value>(
         let number = value.as_number();
         let ok = match kind {
             Kind::Text => value.as_str().map(|s| r.text = s).is_some(),
-            Kind::Texts => value.items().is_some_and(|items| {
-                let len = items.len();
-                for item in items {
-                    r.texts.extend(item.as_str());
+            Kind::Texts => match value.items() {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let Some(text) = item.as_str() else {
+                            let path = indexed(&cat(&[prefix, key]), i);
+                            return Err(Error::option(path, Kind::Text.expected()));
+                        };
+                        r.texts.push(text);
+                    }
+                    true
                 }
-                r.texts.len() == len
-            }),
+                None => false,
+            },
             Kind::Flag => value
                 .as_bool()
                 .map(|b| r.number = f64::from(u8::from(b)))
@@ -416,6 +419,14 @@ fn read<V: Value>(
         apply(o, &mut r);
     }
     Ok(true)
+}
+
+/// `key[i]`, the path of an array item.
+fn indexed(key: &str, i: usize) -> String {
+    let mut path = cat(&[key, "["]);
+    push_uint(&mut path, i as u64);
+    path.push(']');
+    path
 }
 
 /// The hub's rule for names: 1 to 128 characters, no control characters, no commas.
@@ -574,10 +585,11 @@ mod tests {
         assert!(backoff_err("maxAttempts", n(-1.0)).contains("`backoff.maxAttempts`"));
         assert!(err(vec![("heartbeatTimeoutMs", n(-1.0))]).contains("`heartbeatTimeoutMs`"));
         assert!(err(vec![("topics", s("a,b"))]).contains("`topics`: expected an array of strings"));
-        assert!(
-            err(vec![("topics", OptionValue::Array(vec![s("ok"), n(1.0)]))])
-                .contains("`topics`: expected an array of strings")
+        assert_eq!(
+            err(vec![("topics", OptionValue::Array(vec![s("ok"), n(1.0)]))]),
+            "eventwire: invalid option `topics[1]`: expected a string"
         );
+        assert!(backoff_err("nope", n(1.0)).contains("`backoff.nope`"));
         assert_eq!(
             err(vec![(
                 "topics",

@@ -19,17 +19,13 @@ use crate::{error::Error, text::cat};
 /// # Errors
 /// [`Error::InvalidUrl`] naming the problem.
 pub fn validate(url: &str) -> Result<(), Error> {
-    // Byte and char checks rather than `trim()` and `format!`: this runs in the JavaScript
-    // build, which must not pull in `core::fmt` or Unicode tables (see `text`). Non-ASCII
-    // spaces are left to the browser's URL parser, which encodes or rejects them.
-    if url.bytes().all(|b| b.is_ascii_whitespace()) {
+    // `is_space` rather than `trim()`, and pieces pushed rather than `format!`: this runs in
+    // the JavaScript build, which must not pull in `core::fmt` or Unicode tables (see `text`).
+    if url.chars().all(is_space) {
         return Err(Error::InvalidUrl("the URL is empty".into()));
     }
     let quoted = |problem: &str| Error::InvalidUrl(cat(&["`", url, "` ", problem]));
-    if url
-        .chars()
-        .any(|c| c.is_ascii_whitespace() || c.is_control())
-    {
+    if url.chars().any(|c| is_space(c) || c.is_control()) {
         return Err(quoted("contains spaces or control characters"));
     }
     // Byte searches and `get` rather than `split_once` and `contains`: no memchr, no slicing
@@ -53,6 +49,23 @@ pub fn validate(url: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Whether `c` is white space (`char::is_whitespace`, which needs a Unicode table; these are
+/// the same characters, listed), or the byte-order mark.
+fn is_space(c: char) -> bool {
+    c.is_ascii_whitespace()
+        || matches!(
+            c,
+            '\u{0b}' | '\u{85}' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+                ..='\u{200a}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202f}'
+                    | '\u{205f}'
+                    | '\u{3000}'
+                    | '\u{feff}'
+        )
 }
 
 /// Appends `params` (skipping empty values) to `base`'s query string, dropping any fragment.
@@ -128,6 +141,21 @@ mod tests {
             "http://h/events?a=1"
         );
         assert_eq!(with_query("/events", &[]), "/events");
+    }
+
+    #[test]
+    fn spaces_are_the_unicode_white_space_set() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(
+                is_space(c),
+                c.is_whitespace() || c == '\u{feff}',
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert!(validate("\u{3000}").is_err());
+        assert!(validate("https://hub/ev\u{a0}ents").is_err());
+        assert!(validate("https://hub/\u{feff}events").is_err());
     }
 
     #[test]

@@ -368,8 +368,16 @@ async fn js_listener_queued_before_open_gets_type_data_raw_id() {
     let f: &Function = listener.as_ref().unchecked_ref();
     // Bad arguments are typed Errors naming what is wrong.
     for (t, l, what) in [
-        (JsValue::from(5), JsValue::from(f.clone()), "`type`"),
-        (JsValue::from("note"), JsValue::from("nope"), "`listener`"),
+        (
+            JsValue::from(5),
+            JsValue::from(f.clone()),
+            "invalid argument `type`: expected a string",
+        ),
+        (
+            JsValue::from("note"),
+            JsValue::from("nope"),
+            "invalid argument `listener`: expected a function",
+        ),
     ] {
         let err = client
             .add_event_listener(t.clone(), l.clone())
@@ -377,6 +385,7 @@ async fn js_listener_queued_before_open_gets_type_data_raw_id() {
             .unwrap();
         let message: String = err.unchecked_ref::<js_sys::Error>().message().into();
         assert!(message.contains(what), "{message}");
+        assert_eq!(get_str(&err, "type").as_deref(), Some("invalid_argument"));
         assert!(client.on(t, l).is_err());
     }
     client
@@ -577,8 +586,32 @@ async fn nothing_is_delivered_after_close() {
     .await;
     assert!(wait_until(5_000.0, || seen.count("tick") == 1).await);
     let before = seen.events.borrow().len();
+    // Dropping a Subscription frees its closure...
+    let dropped = Rc::new(());
+    let in_dropped = dropped.clone();
+    drop(client.on_event("tick", move |_| {
+        let _ = &in_dropped;
+    }));
+    assert_eq!(
+        Rc::strong_count(&dropped),
+        1,
+        "a dropped Subscription kept its closure"
+    );
+    // ...and close() frees every listener closure, even while its Subscription lives on.
+    let held = Rc::new(());
+    let in_closure = held.clone();
+    let kept = client.on_event("tick", move |_| {
+        let _ = &in_closure;
+    });
+    assert_eq!(Rc::strong_count(&held), 2);
     client.close();
     assert_eq!(client.ready_state(), ReadyState::Closed);
+    assert_eq!(
+        Rc::strong_count(&held),
+        1,
+        "close() left a listener closure alive"
+    );
+    drop(kept);
     for i in 2..5 {
         let _ = publish(&format!(
             r#"{{"event":"tick","data":{i},"clientId":"{client_id}"}}"#

@@ -80,16 +80,25 @@ pub(crate) struct Driver {
     callback_fn: Function,
     /// What calls user code, done once the borrow of `Inner` has ended.
     later: Vec<Later>,
+    /// The Rust API's listener closures, by listener id: owned here so that `close()` frees
+    /// them too (a `Subscription` holds only the id).
+    #[cfg(feature = "std")]
+    owned: Vec<(u64, RustListener)>,
     disposed: bool,
 }
+
+/// A Rust API listener, as the JS function the core calls.
+#[cfg(feature = "std")]
+pub(crate) type RustListener = Closure<dyn Fn(JsValue)>;
 
 /// Something that calls user code, done after the borrow of `Inner` ends.
 enum Later {
     /// Call the listeners of this type with this event object.
     Emit(&'static str, JsValue),
     FetchToken(u64),
-    /// The `EventSource` could not be created: a failed attempt.
-    OpenFailed,
+    /// The `EventSource` of attempt `seq` could not be created: a failed attempt, unless a
+    /// newer one has started meanwhile (a listener called `reconnect()`).
+    OpenFailed(u64, String),
 }
 
 /// A cheap handle to the shared client state.
@@ -237,6 +246,8 @@ impl Core {
                     callback: Some(callback),
                     callback_fn,
                     later: Vec::new(),
+                    #[cfg(feature = "std")]
+                    owned: Vec::new(),
                     disposed: false,
                 },
             })
@@ -393,8 +404,9 @@ impl Core {
             match later {
                 Later::Emit(event_type, object) => self.dispatch(event_type, &object),
                 Later::FetchToken(seq) => self.fetch_token(seq),
-                Later::OpenFailed => self.feed(Input::SourceError {
-                    ready_state: ReadyState::Closed,
+                Later::OpenFailed(seq, message) => self.feed(Input::OpenFailed {
+                    seq,
+                    message,
                     now_ms: now_ms(),
                 }),
             }
@@ -501,10 +513,29 @@ impl Core {
         Some(id)
     }
 
-    /// Removes the listener with this id.
+    /// Registers a Rust listener's closure, which the client then owns (see
+    /// `Driver::owned`).
+    #[cfg(feature = "std")]
+    pub(crate) fn add_owned_listener(
+        &self,
+        event_type: &str,
+        closure: RustListener,
+        once: bool,
+    ) -> Option<u64> {
+        let function: &Function = closure.as_ref().unchecked_ref();
+        let id = self.add_listener(event_type, function.clone(), once)?;
+        self.inner_mut().io.owned.push((id, closure));
+        Some(id)
+    }
+
+    /// Removes the listener with this id (and frees its closure, for a Rust listener).
     pub(crate) fn remove_id(&self, id: u64) {
         if let Ok(mut inner) = self.0.try_borrow_mut() {
             inner.io.listeners.remove(id);
+            // Freeing a closure that is running (a listener dropping its own subscription)
+            // is safe: wasm-bindgen defers it until the call returns.
+            #[cfg(feature = "std")]
+            inner.io.owned.retain(|(owned, _)| *owned != id);
         }
     }
 
@@ -542,6 +573,8 @@ impl Core {
         io.watchdog = None;
         io.window_listeners.clear();
         io.listeners.clear();
+        #[cfg(feature = "std")]
+        io.owned.clear();
         io.get_token = None;
         // Last: nothing refers to it any more. Safe even when `close()` runs inside it (a
         // listener that closes the client): wasm-bindgen frees it when that call returns.
@@ -607,14 +640,10 @@ impl Io for Driver {
     fn run(&mut self, command: Command) {
         match command {
             Command::FetchToken { seq } => self.later.push(Later::FetchToken(seq)),
-            Command::OpenSource { url } => {
+            Command::OpenSource { url, seq } => {
                 self.source = None;
-                if let Err(message) = self.open_source(&url) {
-                    self.emit(&Lifecycle::Error {
-                        kind: ErrorKind::Connection,
-                        message,
-                    });
-                    self.later.push(Later::OpenFailed);
+                if let Err(e) = self.open_source(&url) {
+                    self.later.push(Later::OpenFailed(seq, js_message(&e)));
                 }
             }
             Command::CloseSource => self.source = None,
@@ -644,12 +673,11 @@ impl Driver {
         self.later.push(Later::Emit(event_type, object));
     }
 
-    fn open_source(&mut self, url: &str) -> Result<(), String> {
+    fn open_source(&mut self, url: &str) -> Result<(), JsValue> {
         // An `EventSourceInit` dictionary is a plain object.
         let init: JsValue = Object::new().into();
         set(&init, "withCredentials", &self.with_credentials.into());
-        let es = EventSource::new_with_event_source_init_dict(url, init.unchecked_ref())
-            .map_err(|e| cat(&["cannot open EventSource: ", &js_message(&e)]))?;
+        let es = EventSource::new_with_event_source_init_dict(url, init.unchecked_ref())?;
         let listeners = alloc::vec![
             Listen::new(&es, "open", &self.callback_fn),
             Listen::new(&es, "error", &self.callback_fn),

@@ -125,12 +125,16 @@ pub fn create_client(url: JsValue, options: JsValue) -> Result<JsClient, JsValue
 
 /// The arguments of the listener methods: a type (a string) and a function.
 fn args(event_type: &JsValue, listener: JsValue) -> Result<(String, Function), JsValue> {
-    let t = event_type
-        .as_string()
-        .ok_or_else(|| Error::option("type", "expected a string"))?;
+    let t = event_type.as_string().ok_or(Error::InvalidArgument {
+        argument: "type",
+        reason: "expected a string",
+    })?;
     let f = listener
         .dyn_into::<Function>()
-        .map_err(|_| Error::option("listener", "expected a function"))?;
+        .map_err(|_| Error::InvalidArgument {
+            argument: "listener",
+            reason: "expected a function",
+        })?;
     Ok((t, f))
 }
 

@@ -243,9 +243,8 @@ pub struct Client {
 #[derive(Debug)]
 pub struct Subscription {
     core: Weak<RefCell<Inner>>,
+    /// The listener's id; the client owns its closure (so `close()` frees it too).
     id: Option<u64>,
-    /// The JS function registered with the core; freed after the listener is removed.
-    _listener: Closure<dyn Fn(JsValue)>,
 }
 
 impl Drop for Subscription {
@@ -275,11 +274,9 @@ impl Client {
         let listener = Closure::<dyn Fn(JsValue)>::new(move |object: JsValue| {
             f(&ClientEvent::from_js(&object))
         });
-        let function: &Function = listener.as_ref().unchecked_ref();
         Subscription {
             core: Rc::downgrade(&self.core.0),
-            id: self.core.add_listener(event_type, function.clone(), once),
-            _listener: listener,
+            id: self.core.add_owned_listener(event_type, listener, once),
         }
     }
 
