@@ -2,34 +2,10 @@
 //! system events, and (feature `typed`) decoding into a Rust type.
 //!
 //! The rule: `data` is the JSON value when the payload parses as JSON, otherwise the string
-//! itself (some apps send plain text). The JavaScript build parses with the browser's
+//! itself (some apps send plain text). The JavaScript build applies it with the browser's
 //! [`JSON.parse`](https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/JSON/parse)
-//! so serde stays out of it; [`decode_with`] holds the rule for any parser.
-//!
-//! ```
-//! use eventwire_client::decode::{decode_with, Decoded};
-//!
-//! let parse = |s: &str| s.parse::<i64>().map_err(|_| ());
-//! assert_eq!(decode_with("75", parse), Decoded::Value(75));
-//! assert_eq!(decode_with("hello", parse), Decoded::Text("hello"));
-//! ```
-
-/// The result of decoding a payload.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decoded<'a, V> {
-    /// The payload was valid for the parser.
-    Value(V),
-    /// It was not: the string itself.
-    Text(&'a str),
-}
-
-/// Applies the decoding rule with `parse`: its value when it succeeds, the string otherwise.
-pub fn decode_with<V, E>(raw: &str, parse: impl FnOnce(&str) -> Result<V, E>) -> Decoded<'_, V> {
-    match parse(raw) {
-        Ok(v) => Decoded::Value(v),
-        Err(_) => Decoded::Text(raw),
-    }
-}
+//! on the payload as a JS string (in the browser glue), so serde stays out of it;
+//! `decode_typed` applies it with serde for Rust types.
 
 /// The hub's system events (see the protocol's "System events").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,13 +97,6 @@ pub fn decode_typed<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rule_falls_back_to_text() {
-        let parse = |s: &str| if s.starts_with('{') { Ok(1) } else { Err(()) };
-        assert_eq!(decode_with("{}", parse), Decoded::Value(1));
-        assert_eq!(decode_with("plain", parse), Decoded::Text("plain"));
-    }
 
     #[test]
     fn system_event_names_round_trip() {

@@ -319,11 +319,6 @@ impl Machine {
         &self.base_url
     }
 
-    /// The options.
-    pub fn options(&self) -> &Options {
-        &self.options
-    }
-
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase

@@ -125,13 +125,7 @@ async fn missing_bad_and_expired_tokens_are_401_with_a_json_error() {
         );
     }
     // A token never shows up in an error message.
-    let res = t
-        .http
-        .get(t.url("/stats"))
-        .bearer_auth(&expired)
-        .send()
-        .await
-        .unwrap();
+    let res = t.get("/stats", Some(&expired), &[]).await;
     assert!(!res.text().await.unwrap().contains(&expired));
 }
 
@@ -141,26 +135,14 @@ async fn admin_endpoints_need_the_admin_role() {
     let plain = user("alice");
     let by_roles = hs(json!({"sub": "ops2", "roles": ["reader", "admin"]}));
     for path in ["/stats", "/clients", "/metrics"] {
-        let res = t
-            .http
-            .get(t.url(path))
-            .bearer_auth(&plain)
-            .send()
-            .await
-            .unwrap();
+        let res = t.get(path, Some(&plain), &[]).await;
         assert_eq!(
             error_code(res).await,
             (403, "forbidden".to_owned()),
             "{path}"
         );
         for token in [admin(), by_roles.clone()] {
-            let res = t
-                .http
-                .get(t.url(path))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
+            let res = t.get(path, Some(&token), &[]).await;
             assert_eq!(res.status(), 200, "{path}");
         }
     }
@@ -252,13 +234,7 @@ async fn rs256_tokens_verify_with_the_public_key() {
         &EncodingKey::from_secret(public),
     )
     .unwrap();
-    let res = t
-        .http
-        .get(t.url("/stats"))
-        .bearer_auth(forged)
-        .send()
-        .await
-        .unwrap();
+    let res = t.get("/stats", Some(&forged), &[]).await;
     assert_eq!(error_code(res).await, (401, "invalid_token".to_owned()));
 }
 
@@ -317,22 +293,10 @@ async fn client_id_with_user_id_reaches_only_that_users_client() {
 async fn not_before_is_checked_and_expiry_leeway_is_small() {
     let t = hub_with_auth().await;
     let future = hs(json!({"sub": "x", "role": "admin", "nbf": now() + 3600}));
-    let res = t
-        .http
-        .get(t.url("/stats"))
-        .bearer_auth(&future)
-        .send()
-        .await
-        .unwrap();
+    let res = t.get("/stats", Some(&future), &[]).await;
     assert_eq!(error_code(res).await, (401, "invalid_token".to_owned()));
     let just_expired = hs(json!({"sub": "x", "role": "admin", "exp": now() - 30}));
-    let res = t
-        .http
-        .get(t.url("/stats"))
-        .bearer_auth(&just_expired)
-        .send()
-        .await
-        .unwrap();
+    let res = t.get("/stats", Some(&just_expired), &[]).await;
     assert_eq!(error_code(res).await, (401, "token_expired".to_owned()));
 }
 
@@ -343,12 +307,8 @@ async fn any_origin_sends_no_credentials_when_auth_is_on() {
     cfg.cors = eventwire_server::Cors::Any;
     let t = TestHub::start(cfg).await;
     let res = t
-        .http
-        .get(t.url("/healthz"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+        .get("/healthz", None, &[("origin", "https://evil.example")])
+        .await;
     assert!(res
         .headers()
         .get("access-control-allow-credentials")

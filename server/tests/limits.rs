@@ -22,12 +22,7 @@ async fn wait_for_connections(t: &TestHub, n: u64) {
 }
 
 async fn assert_429(t: &TestHub, query: &str, mentions: &str) {
-    let res = t
-        .http
-        .get(t.url(&format!("/events{query}")))
-        .send()
-        .await
-        .unwrap();
+    let res = t.get(&format!("/events{query}"), None, &[]).await;
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["retry-after"], "5");
     let body: serde_json::Value = res.json().await.unwrap();

@@ -113,12 +113,7 @@ async fn dropping_a_client_cuts_it_pauses_it_and_it_replays_on_return() {
         assert_eq!(data(&rest[0])["reason"], "dropped");
     }
     // Paused: refused with a Retry-After, while others carry on.
-    let res = t
-        .http
-        .get(t.url("/events?clientId=victim"))
-        .send()
-        .await
-        .unwrap();
+    let res = t.get("/events?clientId=victim", None, &[]).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     let body: serde_json::Value = res.json().await.unwrap();
@@ -216,12 +211,8 @@ async fn a_resume_on_a_quiet_topic_does_not_gap_twice() {
     }
     // Its last id was evicted: one honest gap. The stream then states its position.
     let res = t
-        .http
-        .get(t.url("/events?topics=rare"))
-        .header("last-event-id", &mine)
-        .send()
-        .await
-        .unwrap();
+        .get("/events?topics=rare", None, &[("last-event-id", &mine)])
+        .await;
     let raw = read_until(res, "\n\nid: ").await;
     assert!(raw.contains("event: __gap"), "{raw:?}");
     let position = raw.rsplit("id: ").next().unwrap().trim().to_owned();

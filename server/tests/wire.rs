@@ -30,12 +30,12 @@ async fn read_raw(res: reqwest::Response, until: &str) -> String {
 async fn stream_opens_with_retry_and_connected_then_byte_exact_events() {
     let t = TestHub::start(config()).await;
     let res = t
-        .http
-        .get(t.url("/events?clientId=alice"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+        .get(
+            "/events?clientId=alice",
+            None,
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let h = res.headers();
     assert_eq!(h["content-type"], "text/event-stream");
@@ -114,12 +114,7 @@ async fn heartbeats_carry_the_position_so_quiet_subscribers_keep_up() {
     let mut cfg = config();
     cfg.heartbeat = Duration::from_millis(300);
     let t = TestHub::start(cfg).await;
-    let res = t
-        .http
-        .get(t.url("/events?topics=quiet"))
-        .send()
-        .await
-        .unwrap();
+    let res = t.get("/events?topics=quiet", None, &[]).await;
     let publisher = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut last = String::new();
@@ -157,13 +152,7 @@ async fn heartbeat_can_be_a_named_event() {
 #[tokio::test]
 async fn admin_json_is_compressed_when_asked() {
     let t = TestHub::start(config()).await;
-    let res = t
-        .http
-        .get(t.url("/stats"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let res = t.get("/stats", None, &[("accept-encoding", "gzip")]).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-encoding"], "gzip");
 }
@@ -205,12 +194,8 @@ async fn cors_allows_configured_origins_only() {
     cfg.cors = eventwire_server::Cors::Origins(vec!["https://app.example".into()]);
     let t = TestHub::start(cfg).await;
     let allowed = t
-        .http
-        .get(t.url("/healthz"))
-        .header("origin", "https://app.example")
-        .send()
-        .await
-        .unwrap();
+        .get("/healthz", None, &[("origin", "https://app.example")])
+        .await;
     assert_eq!(
         allowed.headers()["access-control-allow-origin"],
         "https://app.example"
@@ -220,12 +205,8 @@ async fn cors_allows_configured_origins_only() {
         "true"
     );
     let other = t
-        .http
-        .get(t.url("/healthz"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+        .get("/healthz", None, &[("origin", "https://evil.example")])
+        .await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     // A browser's preflight for a JSON publish with a bearer token.
@@ -255,12 +236,8 @@ async fn dev_cors_mirrors_any_origin_on_event_streams() {
     cfg.cors = eventwire_server::Cors::Any;
     let t = TestHub::start(cfg).await;
     let res = t
-        .http
-        .get(t.url("/events"))
-        .header("origin", "http://localhost:5173")
-        .send()
-        .await
-        .unwrap();
+        .get("/events", None, &[("origin", "http://localhost:5173")])
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.headers()["access-control-allow-origin"],
@@ -273,12 +250,8 @@ async fn dev_cors_mirrors_any_origin_on_event_streams() {
 async fn no_cors_headers_unless_configured() {
     let t = TestHub::start(config()).await;
     let res = t
-        .http
-        .get(t.url("/healthz"))
-        .header("origin", "https://app.example")
-        .send()
-        .await
-        .unwrap();
+        .get("/healthz", None, &[("origin", "https://app.example")])
+        .await;
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
 

@@ -184,10 +184,10 @@ fn resolve_url(url: &str) -> Result<String, Error> {
 
 /// The object listeners of a stream event get: `{ type, data, raw, id }`, where `data` is the
 /// JSON value, or the string itself when the payload is not JSON (see [`crate::decode`]).
-fn message_object(event_type: &str, raw: &JsValue, id: Option<&str>) -> JsValue {
+fn message_object(event_type: &str, data: &JsValue, raw: &JsValue, id: Option<&str>) -> JsValue {
     let o: JsValue = Object::new().into();
     set(&o, "type", &event_type.into());
-    set(&o, "data", &json_parse(raw).unwrap_or_else(|_| raw.clone()));
+    set(&o, "data", data);
     set(&o, "raw", raw);
     set(&o, "id", &id.map_or(JsValue::NULL, JsValue::from_str));
     o
@@ -223,7 +223,6 @@ impl Core {
         options.validate()?;
         let resolved = resolve_url(url)?;
         let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
-        let auto = options.auto_connect && options.enabled;
         let inner = Rc::new_cyclic(|weak: &Weak<RefCell<Inner>>| {
             let on_call = weak.clone();
             let callback = Closure::<dyn Fn(JsValue, JsValue)>::new(move |what, _: JsValue| {
@@ -254,7 +253,7 @@ impl Core {
         });
         let core = Core(inner);
         core.install_window_listeners();
-        if auto {
+        if core.inner().machine.wants_auto_connect() {
             core.feed(Input::Connect);
         }
         Ok(core)
@@ -342,13 +341,16 @@ impl Core {
         let id = get(message, "lastEventId")
             .as_string()
             .filter(|id| !id.is_empty());
-        let object = message_object(event_type, raw, id.as_deref());
+        // Parsed once: the listeners' `data`, and the system events' fields.
+        let parsed = json_parse(raw);
+        let data = parsed.clone().unwrap_or_else(|_| raw.clone());
+        let object = message_object(event_type, &data, raw, id.as_deref());
         self.feed(Input::Activity { id: id.clone() });
         self.dispatch(event_type, &object);
         let Some(system) = SystemEvent::from_name(event_type) else {
             return;
         };
-        let parsed = match json_parse(raw) {
+        let parsed = match parsed {
             Ok(v) => v,
             Err(e) => {
                 self.emit(Lifecycle::Error {
@@ -365,7 +367,9 @@ impl Core {
             }),
             // Counted as activity above (it re-arms the watchdog); nothing else to do.
             SystemEvent::Heartbeat => {}
-            SystemEvent::Gap => self.dispatch("gap", &message_object("gap", raw, id.as_deref())),
+            SystemEvent::Gap => {
+                self.dispatch("gap", &message_object("gap", &data, raw, id.as_deref()))
+            }
             SystemEvent::Error | SystemEvent::Shutdown => {
                 let server = system == SystemEvent::Error;
                 let text = |key: &str| get(&parsed, key).as_string();

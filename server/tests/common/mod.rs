@@ -86,12 +86,25 @@ impl TestHub {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+    /// GETs `path` with a bearer token, when given, and these headers.
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut req = self.http.get(self.url(path));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
-        let res = req.send().await.unwrap();
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let res = self.get(path, token, &[]).await;
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -121,11 +134,7 @@ impl TestHub {
         query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Sse, (u16, Value)> {
-        let mut req = self.http.get(self.url(&format!("/events{query}")));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let res = req.send().await.unwrap();
+        let res = self.get(&format!("/events{query}"), None, headers).await;
         if res.status() != 200 {
             let status = res.status().as_u16();
             return Err((status, res.json().await.unwrap_or(Value::Null)));
