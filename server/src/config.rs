@@ -44,6 +44,31 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Largest request body accepted by `/publish` and `/test/echo`. Default 64 KiB.
     pub max_body_bytes: usize,
+    /// Most events one `POST /publish` batch may hold. Default 1000.
+    pub max_batch: usize,
+    /// Most topics one connection may join. Default 64.
+    pub max_topics_per_connection: usize,
+    /// Most entries in one connection's `events` filter. Default 64.
+    pub max_event_filters: usize,
+    /// Cut a connection whose oldest unwritten event is older than this: a reader that
+    /// drains too slowly to keep up, but never slowly enough to fill its queue. Default 30 s.
+    pub max_lag: Duration,
+    /// Close a connection whose request head has not fully arrived this long after the
+    /// connection opened (or after its previous response). Applies to connections accepted
+    /// by [`crate::serve`]. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Answer `408 request_timeout` when a request body has not fully arrived this long after
+    /// its head. Default 10 s.
+    pub body_read_timeout: Duration,
+    /// Connections accepted by [`crate::serve`] that are not (yet) event streams: requests in
+    /// progress, idle keep-alive connections, sockets that have sent nothing. Past it the
+    /// oldest such connection is closed to make room. Default 1024.
+    pub max_pending_connections: usize,
+    /// The kernel send buffer of each accepted socket, in bytes (`SO_SNDBUF`; Linux doubles
+    /// it). Bounds the bytes that sit unsent for a peer that stops reading before the write
+    /// timeout or the queue limit cuts it. `None` keeps the system's default (which grows to
+    /// several MiB). Default 64 KiB.
+    pub send_buffer_bytes: Option<usize>,
     /// JWT verification; `None` leaves every endpoint open (dev mode).
     pub auth: Option<Auth>,
     /// Name of the cookie a token may be read from. Default `eventwire_token`.
@@ -80,9 +105,141 @@ impl Default for Config {
             idle_timeout: None,
             write_timeout: Duration::from_secs(30),
             max_body_bytes: 64 * 1024,
+            max_batch: 1000,
+            max_topics_per_connection: 64,
+            max_event_filters: 64,
+            max_lag: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_pending_connections: 1024,
+            send_buffer_bytes: Some(64 * 1024),
             auth: None,
             token_cookie: "eventwire_token".into(),
             cors: Cors::Off,
         }
+    }
+}
+
+/// The range every numeric setting must lie in, checked by [`Config::validate`].
+struct Range {
+    name: &'static str,
+    value: u128,
+    min: u128,
+    max: u128,
+    unit: &'static str,
+}
+
+impl Config {
+    /// Checks every numeric setting against its allowed range. [`crate::Hub::new`] calls it;
+    /// the binary calls it at start so that a bad flag is a clear message, not a failure on
+    /// the first request.
+    ///
+    /// # Errors
+    /// A message naming the setting, its value and the allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        const DAY_MS: u128 = 86_400_000;
+        let ms = |name, d: Duration, min: u128, max: u128| Range {
+            name,
+            value: d.as_millis(),
+            min,
+            max,
+            unit: " ms",
+        };
+        let n = |name, v: usize, min: u128, max: u128| Range {
+            name,
+            value: v as u128,
+            min,
+            max,
+            unit: "",
+        };
+        let mut ranges = vec![
+            ms("heartbeat", self.heartbeat, 100, DAY_MS),
+            ms("retry", self.retry, 0, DAY_MS),
+            ms("history_ttl", self.history_ttl, 0, 30 * DAY_MS),
+            ms("write_timeout", self.write_timeout, 100, DAY_MS),
+            ms("max_lag", self.max_lag, 100, DAY_MS),
+            ms(
+                "header_read_timeout",
+                self.header_read_timeout,
+                100,
+                3_600_000,
+            ),
+            ms("body_read_timeout", self.body_read_timeout, 100, 3_600_000),
+            n("history_size", self.history_size, 0, 10_000_000),
+            n("queue_capacity", self.queue_capacity, 1, 1_000_000),
+            n("max_connections", self.max_connections, 1, 10_000_000),
+            n(
+                "max_connections_per_client",
+                self.max_connections_per_client,
+                1,
+                10_000_000,
+            ),
+            n(
+                "max_connections_per_user",
+                self.max_connections_per_user,
+                1,
+                10_000_000,
+            ),
+            n("max_body_bytes", self.max_body_bytes, 64, 1 << 30),
+            n("max_batch", self.max_batch, 1, 1_000_000),
+            n(
+                "max_topics_per_connection",
+                self.max_topics_per_connection,
+                1,
+                100_000,
+            ),
+            n("max_event_filters", self.max_event_filters, 1, 100_000),
+            n(
+                "max_pending_connections",
+                self.max_pending_connections,
+                1,
+                10_000_000,
+            ),
+        ];
+        if let Some(idle) = self.idle_timeout {
+            ranges.push(ms("idle_timeout", idle, 100, 30 * DAY_MS));
+        }
+        if let Some(bytes) = self.send_buffer_bytes {
+            ranges.push(n("send_buffer_bytes", bytes, 4096, 1 << 30));
+        }
+        for r in ranges {
+            if r.value < r.min || r.value > r.max {
+                return Err(format!(
+                    "{} = {}{unit} is out of range: it must be from {} to {}{unit}",
+                    r.name,
+                    r.value,
+                    r.min,
+                    r.max,
+                    unit = r.unit
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_out_of_range_values_are_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let config = Config {
+            queue_capacity: 2_305_843_009_213_693_952,
+            ..Config::default()
+        };
+        let message = config.validate().unwrap_err();
+        assert!(message.contains("queue_capacity"), "{message}");
+        let config = Config {
+            heartbeat: Duration::from_secs(10 * 86_400),
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().contains("heartbeat"));
+        let config = Config {
+            max_batch: 0,
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().contains("max_batch"));
     }
 }

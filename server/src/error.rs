@@ -23,6 +23,23 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A publish batch with more events than the configured maximum.
+    #[error("a batch holds at most {limit} events, got {got}")]
+    BatchTooLarge {
+        /// The limit.
+        limit: usize,
+        /// How many the batch held.
+        got: usize,
+    },
+    /// The request body did not arrive within the body read timeout.
+    #[error("the request body did not arrive within {}s", .0.as_secs_f64())]
+    RequestTimeout(Duration),
+    /// The request line's target is longer than the hub accepts.
+    #[error("the request URI is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// The request's header section is larger than the hub accepts.
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// The body was not sent as `application/json`.
     #[error("expected `Content-Type: application/json`")]
     UnsupportedMediaType,
@@ -96,6 +113,10 @@ impl Error {
             | Error::InvalidTarget(_)
             | Error::InvalidLastEventId(_)
             | Error::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            Error::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Error::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::MissingToken | Error::InvalidToken(_) | Error::TokenExpired => {
                 StatusCode::UNAUTHORIZED
             }
@@ -115,6 +136,10 @@ impl Error {
         match self {
             Error::MalformedJson(_) => "malformed_json",
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::BatchTooLarge { .. } => "batch_too_large",
+            Error::RequestTimeout(_) => "request_timeout",
+            Error::UriTooLong(_) => "uri_too_long",
+            Error::HeadersTooLarge(_) => "headers_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::InvalidEvent(_) => "invalid_event",
             Error::InvalidId(_) => "invalid_id",

@@ -19,12 +19,18 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::Error;
 
 /// Longest event name, idempotency key, topic, client id or user id, in characters.
 pub const MAX_NAME_LEN: usize = 128;
+
+/// Event names the eventwire SDK uses for its own lifecycle events. The hub refuses them as
+/// application event names, so an application event can never be mistaken for (or hidden
+/// behind) the SDK's `open`, `error`, `gap`, `reconnecting` or `statechange`.
+pub const RESERVED_EVENT_NAMES: [&str; 5] = ["open", "error", "gap", "reconnecting", "statechange"];
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -52,10 +58,13 @@ pub enum Target {
 
 /// One event to publish: a type name, a JSON payload, a [`Target`] and an optional
 /// idempotency key.
+///
+/// The payload is kept as JSON text, so every number reaches subscribers with exactly the
+/// digits it was published with (no float round trip, no 64-bit limit).
 #[derive(Debug, Clone)]
 pub struct Message {
     pub(crate) event: String,
-    pub(crate) data: Value,
+    pub(crate) data: Box<RawValue>,
     pub(crate) target: Target,
     pub(crate) key: Option<String>,
     /// Delivered live only, never kept for replay (monitoring, echo).
@@ -65,6 +74,20 @@ pub struct Message {
 impl Message {
     /// A message for every connection. Validation happens when it is published.
     pub fn new(event: impl Into<String>, data: Value) -> Self {
+        // A `Value` always serialises (its map keys are strings), so this cannot fail.
+        #[allow(clippy::expect_used)]
+        let data = serde_json::value::to_raw_value(&data).expect("a JSON value serialises");
+        Message::from_raw(event, data)
+    }
+
+    /// A message whose payload is JSON text already checked by the caller (it is a
+    /// [`RawValue`]); insignificant white space is removed, nothing else changes.
+    pub fn from_raw(event: impl Into<String>, data: Box<RawValue>) -> Self {
+        let data = match compact_json(data.get()) {
+            std::borrow::Cow::Borrowed(_) => data,
+            // Removing white space outside strings keeps the text valid JSON.
+            std::borrow::Cow::Owned(text) => RawValue::from_string(text).unwrap_or(data),
+        };
         Message {
             event: event.into(),
             data,
@@ -80,9 +103,9 @@ impl Message {
     /// [`Error::MalformedJson`] when `event` cannot be serialised to JSON (a map with
     /// non-string keys, for example).
     pub fn typed<E: Event>(event: &E) -> Result<Self, Error> {
-        let data = serde_json::to_value(event)
+        let data = serde_json::value::to_raw_value(event)
             .map_err(|e| Error::MalformedJson(format!("cannot serialise {}: {e}", E::NAME)))?;
-        Ok(Message::new(E::NAME, data))
+        Ok(Message::from_raw(E::NAME, data))
     }
 
     /// Sends the message to `target` instead of every connection.
@@ -116,8 +139,8 @@ impl Message {
         &self.event
     }
 
-    /// The payload.
-    pub fn data(&self) -> &Value {
+    /// The payload, as compact JSON text.
+    pub fn data(&self) -> &RawValue {
         &self.data
     }
 
@@ -170,13 +193,103 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
+/// Parses the body of `POST /publish`: one event object, or an array of at most `max_batch`
+/// of them. Payloads keep their exact JSON text. Errors name the element of an array.
+///
+/// # Errors
+/// [`Error::MalformedJson`] for text that is not JSON or not of the expected shape, the
+/// validation errors of [`PublishBody::into_message`], and [`Error::BatchTooLarge`].
+pub fn parse_publish_body(body: &[u8], max_batch: usize) -> Result<Vec<Message>, Error> {
+    let malformed = |e: serde_json::Error| Error::MalformedJson(e.to_string());
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    match first {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
+            if items.len() > max_batch {
+                return Err(Error::BatchTooLarge {
+                    limit: max_batch,
+                    got: items.len(),
+                });
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    publish_item(item).map_err(|e| match e {
+                        Error::MalformedJson(m) => Error::MalformedJson(format!("[{i}]: {m}")),
+                        other => other.at_index(i),
+                    })
+                })
+                .collect()
+        }
+        _ => {
+            let item: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+            Ok(vec![publish_item(item)?])
+        }
+    }
+}
+
+fn publish_item(item: &RawValue) -> Result<Message, Error> {
+    if !item.get().starts_with('{') {
+        return Err(Error::MalformedJson(
+            "expected an event object, or an array of them".into(),
+        ));
+    }
+    serde_json::from_str::<PublishBody>(item.get())
+        .map_err(|e| Error::MalformedJson(e.to_string()))?
+        .into_message()
+}
+
+/// Removes white space outside strings from valid JSON text; borrows when there is none.
+pub(crate) fn compact_json(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let needs = bytes.iter().any(|&b| {
+        let ws = !in_string && matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        ws
+    });
+    if !needs {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The JSON body of `POST /publish` (one element of it, when it is an array).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PublishBody {
     event: String,
-    #[serde(default)]
-    data: Value,
+    data: Option<Box<RawValue>>,
     id: Option<String>,
     topic: Option<String>,
     client_id: Option<String>,
@@ -208,13 +321,13 @@ impl PublishBody {
         for (field, name) in named {
             validate_name(field, name).map_err(Error::InvalidTarget)?;
         }
-        let message = Message {
-            event: self.event,
-            data: self.data,
-            target,
-            key: self.id,
-            ephemeral: false,
+        let data = match self.data {
+            Some(data) => data,
+            None => serde_json::value::to_raw_value(&Value::Null)
+                .map_err(|e| Error::MalformedJson(e.to_string()))?,
         };
+        let mut message = Message::from_raw(self.event, data).to(target);
+        message.key = self.id;
         message.validate()?;
         Ok(message)
     }
@@ -226,6 +339,12 @@ pub(crate) fn validate_event_name(name: &str) -> Result<(), Error> {
     if name.starts_with("__") {
         return Err(Error::InvalidEvent(format!(
             "event: {name:?} is reserved: names starting with `__` are the hub's system events"
+        )));
+    }
+    if RESERVED_EVENT_NAMES.contains(&name) {
+        return Err(Error::InvalidEvent(format!(
+            "event: {name:?} is reserved: the SDK uses it for its own lifecycle events \
+             (reserved: open, error, gap, reconnecting, statechange)"
         )));
     }
     Ok(())
@@ -286,12 +405,11 @@ pub(crate) fn encode_system(id: Option<u64>, event: &str, data: &Value) -> Bytes
     encode_frame(id, event, &data.to_string())
 }
 
-/// An id-only block: moves the client's last event id without dispatching an event.
-pub(crate) fn encode_id(id: u64) -> Bytes {
-    let mut buf = BytesMut::with_capacity(26);
-    put_id(&mut buf, id);
-    buf.put_slice(b"\n");
-    buf.freeze()
+/// `__position`: a dispatched event whose only job is its `id:` line, the position a client
+/// resumes from (sent after a replay). A dispatched event, not an id-only block, so that
+/// clients which see ids only through events (every EventSource wrapper) learn it too.
+pub(crate) fn encode_position(id: u64) -> Bytes {
+    encode_frame(Some(id), "__position", "{}")
 }
 
 /// A heartbeat (`__heartbeat` event or comment), carrying the connection's position if given.
@@ -322,7 +440,8 @@ fn encode_frame(id: Option<u64>, event: &str, data: &str) -> Bytes {
 
 fn put_id(buf: &mut BytesMut, id: u64) {
     buf.put_slice(b"id: ");
-    buf.put_slice(id.to_string().as_bytes());
+    let mut digits = itoa::Buffer::new();
+    buf.put_slice(digits.format(id).as_bytes());
     buf.put_slice(b"\n");
 }
 
@@ -391,7 +510,18 @@ mod tests {
     #[test]
     fn event_names_are_checked() {
         assert!(validate_event_name("notification").is_ok());
-        for bad in ["", "__connected", "a\nb", "a\rb", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "__connected",
+            "a\nb",
+            "a\rb",
+            &"x".repeat(129),
+            "open",
+            "error",
+            "gap",
+            "reconnecting",
+            "statechange",
+        ] {
             assert!(matches!(
                 validate_event_name(bad),
                 Err(Error::InvalidEvent(_))
@@ -411,6 +541,34 @@ mod tests {
             "123456789012345678901",
         ] {
             assert!(parse_last_event_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn payload_text_is_kept_exactly_and_compacted() {
+        let body = br#"{"event":"n","data": [0.9323302868881393, 18446744073709551617, 1e2, {"a b": "x\" y\n"}]}"#;
+        let messages = parse_publish_body(body, 10).unwrap();
+        assert_eq!(
+            messages[0].data().get(),
+            r#"[0.9323302868881393,18446744073709551617,1e2,{"a b":"x\" y\n"}]"#
+        );
+        let absent = parse_publish_body(br#"{"event":"n"}"#, 10).unwrap();
+        assert_eq!(absent[0].data().get(), "null");
+    }
+
+    #[test]
+    fn batches_are_limited_and_shaped() {
+        let batch = br#"[{"event":"a"},{"event":"b"},{"event":"c"}]"#;
+        assert_eq!(parse_publish_body(batch, 3).unwrap().len(), 3);
+        assert!(matches!(
+            parse_publish_body(batch, 2),
+            Err(Error::BatchTooLarge { limit: 2, got: 3 })
+        ));
+        for bad in [&b"3"[..], b"[3]", b"\"x\"", b"{", b""] {
+            assert!(matches!(
+                parse_publish_body(bad, 10),
+                Err(Error::MalformedJson(_))
+            ));
         }
     }
 

@@ -21,18 +21,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::{encode_event, encode_id, encode_system, Event, Message, Receipt, Target};
+use crate::event::{encode_event, encode_position, encode_system, Event, Message, Receipt, Target};
 use crate::metrics::Metrics;
-use crate::stream::{Chunk, Cut, Subscription};
+use crate::stream::{Cut, Filter, Frame, Opening, Published, Subscription};
+
+/// How many topics `/stats` lists (the ones with the most connections).
+pub const STATS_TOPICS: usize = 50;
 
 /// Handle to a hub. Clone it freely: every clone is the same hub.
 #[derive(Clone, Debug)]
@@ -80,6 +81,37 @@ pub struct SubscribeRequest {
     /// Receive the hub's monitoring events ([`Target::Monitors`]). Only for admins: the
     /// `/events` route checks that.
     pub monitor: bool,
+    /// For a caller without a user id (a token without `sub`), a key naming its token, so
+    /// that the per-user connection cap applies to it too.
+    pub token_key: Option<String>,
+}
+
+/// Whose connections the per-user cap counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Owner {
+    User(String),
+    Token(String),
+}
+
+/// The `__connected` payload.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Connected<'a> {
+    connection_id: &'a str,
+    client_id: &'a str,
+    user_id: Option<&'a str>,
+    heartbeat_secs: u64,
+    heartbeat_event: bool,
+    replay_count: usize,
+    server_time: String,
+}
+
+/// The `__gap` payload.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Gap {
+    last_event_id: String,
+    oldest_available_id: Option<String>,
 }
 
 /// Live numbers, as served by `GET /stats`.
@@ -103,7 +135,9 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Connections cut for falling behind.
     pub slow_consumer_disconnects: u64,
-    /// Topic to the number of connections subscribed to it.
+    /// How many distinct topics the connections joined.
+    pub topic_count: usize,
+    /// The [`STATS_TOPICS`] topics with the most connections, to their connection counts.
     pub topics: BTreeMap<String, usize>,
     /// Seconds since the hub started.
     pub uptime_seconds: u64,
@@ -128,12 +162,22 @@ pub struct ClientInfo {
 
 impl Hub {
     /// A hub that delivers within this process.
+    ///
+    /// # Panics
+    /// When a setting is out of range ([`Config::validate`] says which); check it first to
+    /// report the problem another way.
     pub fn new(config: Config) -> Self {
         Hub::with_broker(config, LocalBroker)
     }
 
     /// A hub whose published messages go through `broker` (see [`crate::broker`]).
+    ///
+    /// # Panics
+    /// As [`Hub::new`].
     pub fn with_broker(config: Config, broker: impl Broker) -> Self {
+        if let Err(problem) = config.validate() {
+            panic!("invalid eventwire Config: {problem}");
+        }
         // Ids start from the current time in microseconds, so they keep increasing across
         // restarts and a Last-Event-ID from an earlier run is recognised as a gap.
         let seed = SystemTime::now()
@@ -149,6 +193,7 @@ impl Hub {
             by_client: HashMap::new(),
             by_user: HashMap::new(),
             by_topic: HashMap::new(),
+            by_owner: HashMap::new(),
             monitors: HashSet::new(),
             paused: HashMap::new(),
         };
@@ -212,29 +257,27 @@ impl Hub {
     /// Delivers messages to this process's connections, assigning ids. Brokers call this;
     /// applications call [`Hub::publish`].
     ///
-    /// A batch takes one slot in each recipient's queue, whatever its length, so publishing
-    /// many events at once never makes a reader look slow.
+    /// A call takes one slot in each recipient's queue, whatever its length, so publishing
+    /// many events at once never makes a reader look slow. The work under the hub's lock is
+    /// proportional to the events plus the recipients, not their product: every possible
+    /// recipient is handed the same shared frames, and each stream picks its own.
     ///
     /// # Errors
     /// [`Error::InvalidEvent`] or [`Error::InvalidId`] when a message does not validate (a
     /// broker must not be able to inject SSE fields); nothing is delivered then.
     pub fn deliver_local(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, Error> {
         Message::validate_all(&messages)?;
-        // Serialise payloads before taking the lock; only the frame assembly happens inside.
-        let payloads: Vec<String> = messages.iter().map(|m| m.data.to_string()).collect();
         let config = &self.shared.config;
         let metrics = &self.shared.metrics;
-        let batch = messages.len() > 1;
-        let mut receipts = Vec::with_capacity(messages.len());
-        // For a batch: the frames (shared by all recipients) and which each connection gets.
-        let mut batch_frames: Vec<Bytes> = Vec::new();
-        let mut batch_index: Vec<usize> = Vec::new(); // frame position -> receipt index
-        let mut per_conn: HashMap<u64, Vec<u32>> = HashMap::new();
-        let mut cuts = 0;
+        let monitoring = messages.iter().all(Message::is_monitoring);
+        let mut receipts: Vec<Receipt> = Vec::with_capacity(messages.len());
+        // The frames this call hands out, and for each the receipt it belongs to.
+        let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(messages.len());
+        let mut receipt_of: Vec<usize> = Vec::with_capacity(messages.len());
         let mut state = self.lock();
         let now = Instant::now();
         state.evict(now, config);
-        for (i, (message, payload)) in messages.into_iter().zip(payloads).enumerate() {
+        for message in messages {
             if let Some(id) = message.key.as_ref().and_then(|k| state.keys.get(k)) {
                 receipts.push(Receipt {
                     ok: true,
@@ -246,77 +289,68 @@ impl Hub {
             }
             let id = state.next_id;
             state.next_id += 1;
-            let frame = encode_event(id, &message.event, &payload);
-            let mut delivered = 0;
-            if batch {
-                let position = batch_frames.len() as u32;
-                batch_frames.push(frame.clone());
-                batch_index.push(i);
-                state.for_each_recipient(&message.target, &message.event, |key, _| {
-                    per_conn.entry(key).or_default().push(position);
-                });
-            } else {
-                let mut slow = Vec::new();
-                state.for_each_recipient(&message.target, &message.event, |key, conn| {
-                    match conn.tx.try_send(Chunk::One(frame.clone())) {
-                        Ok(()) => delivered += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(key),
-                        // The stream is gone; its guard removes it as soon as it can lock.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
-                });
-                cuts += state.cut_slow(&slow, metrics, !message.is_monitoring());
-            }
-            // The hub's own monitoring events are not part of the traffic they report on.
-            if !message.is_monitoring() {
-                metrics.published.inc();
-            }
+            let frame = Arc::new(Frame {
+                id,
+                bytes: encode_event(id, &message.event, message.data.get()),
+                event: message.event.into_boxed_str(),
+                target: message.target,
+            });
+            receipt_of.push(receipts.len());
             receipts.push(Receipt {
                 ok: true,
                 id: id.to_string(),
-                delivered,
+                delivered: 0,
                 duplicate: false,
             });
-            if message.ephemeral {
-                continue;
+            if !message.ephemeral {
+                if let Some(key) = &message.key {
+                    state.keys.insert(key.clone(), id);
+                }
+                state.history.push_back(Stored {
+                    frame: frame.clone(),
+                    at: now,
+                    key: message.key,
+                });
             }
-            if let Some(key) = &message.key {
-                state.keys.insert(key.clone(), id);
-            }
-            state.history.push_back(Stored {
-                id,
-                at: now,
-                event: message.event,
-                target: message.target,
-                key: message.key,
-                frame,
-            });
+            frames.push(frame);
         }
-        if batch {
-            let frames: std::sync::Arc<[Bytes]> = batch_frames.into();
-            let mut slow = Vec::new();
-            for (key, positions) in per_conn {
-                let Some(conn) = state.conns.get(&key) else {
+        let mut cut = Vec::new();
+        if !frames.is_empty() {
+            // Every connection some frame's target reaches gets the whole call (one `Arc`);
+            // its stream skips what it is not entitled to.
+            let recipients = state.recipients(&frames);
+            let published = Arc::new(Published {
+                frames,
+                at: Some(tokio::time::Instant::now()),
+            });
+            for key in &recipients {
+                let Some(conn) = state.conns.get(key) else {
                     continue;
                 };
-                // Entitled to every frame (a broadcast batch): share them, no list needed.
-                let subset = (positions.len() != frames.len()).then(|| positions.clone().into());
-                match conn.tx.try_send(Chunk::Batch(frames.clone(), subset)) {
-                    Ok(()) => {
-                        for &p in &positions {
-                            if let Some(&i) = batch_index.get(p as usize) {
-                                receipts[i].delivered += 1;
-                            }
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => slow.push(key),
+                match conn.tx.try_send(published.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => cut.push(*key),
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
-            cuts += state.cut_slow(&slow, metrics, true);
+            let cut_set: HashSet<u64> = cut.iter().copied().collect();
+            // Receipts: how many connections each event was queued to. Counted once per
+            // distinct (target, event name), which a batch usually repeats.
+            let mut counted: HashMap<(&Target, &str), usize> = HashMap::new();
+            for (frame, &r) in published.frames.iter().zip(&receipt_of) {
+                let n = *counted
+                    .entry((&frame.target, &frame.event))
+                    .or_insert_with(|| state.count_entitled(&frame.target, &frame.event, &cut_set));
+                receipts[r].delivered = n;
+            }
         }
-        let delivered: usize = receipts.iter().map(|r| r.delivered).sum();
-        metrics.delivered.inc_by(delivered as u64);
+        let cuts = state.cut_slow(&cut, metrics, !monitoring);
+        if !monitoring {
+            let fresh = receipts.iter().filter(|r| !r.duplicate).count();
+            metrics.published.inc_by(fresh as u64);
+            let delivered: usize = receipts.iter().map(|r| r.delivered).sum();
+            metrics.delivered.inc_by(delivered as u64);
+        }
         state.evict(now, config);
         // Published after the frames are queued: a stream that reads this id and then finds
         // its queue empty has been handed every event up to it (see `Subscription`).
@@ -338,6 +372,15 @@ impl Hub {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Counts and logs a stream that cut itself for lagging (see [`Config::max_lag`]).
+    pub(crate) fn count_lag_cut(&self, client_id: &str, max_lag: Duration) {
+        self.shared.metrics.slow_consumers.inc();
+        tracing::warn!(
+            %client_id,
+            "cut a slow consumer: its oldest unwritten event is older than {max_lag:?}"
+        );
+    }
+
     /// Whether any connection receives monitoring events right now.
     pub fn has_monitors(&self) -> bool {
         !self.lock().monitors.is_empty()
@@ -346,122 +389,167 @@ impl Hub {
     /// Registers a new connection and returns its stream, starting with the `retry:` hint,
     /// `__connected`, and the replay (or `__gap`) when `last_event_id` is set.
     ///
+    /// Registration and the snapshot of the history happen under one short lock (pointer
+    /// copies only); the replay is filtered afterwards, outside it. Every event is then
+    /// either in the snapshot or in the new connection's queue, never both.
+    ///
     /// # Errors
-    /// [`Error::TooManyConnections`] past a limit, [`Error::ShuttingDown`] after
-    /// [`Hub::shutdown`].
+    /// [`Error::TooManyConnections`] past a limit, [`Error::InvalidQuery`] past the topic or
+    /// event-filter caps, [`Error::ShuttingDown`] after [`Hub::shutdown`].
     pub fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, Error> {
         let config = &self.shared.config;
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        if request.topics.len() > config.max_topics_per_connection {
+            return Err(Error::InvalidQuery(format!(
+                "topics: at most {} per connection, got {}",
+                config.max_topics_per_connection,
+                request.topics.len()
+            )));
+        }
+        if let Some(events) = &request.events {
+            if events.len() > config.max_event_filters {
+                return Err(Error::InvalidQuery(format!(
+                    "events: at most {} entries, got {}",
+                    config.max_event_filters,
+                    events.len()
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
         let (kill_tx, kill_rx) = oneshot::channel();
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
         let heartbeat_event = request.heartbeat_event.unwrap_or(config.heartbeat_event);
         let client_id = request.client_id.unwrap_or_else(|| connection_id.clone());
+        let owner = request
+            .user_id
+            .clone()
+            .map(Owner::User)
+            .or(request.token_key.map(Owner::Token));
+        let filter = Arc::new(Filter {
+            client_id,
+            user_id: request.user_id,
+            topics: request.topics.into_iter().collect(),
+            events: request.events,
+            monitor: request.monitor,
+        });
 
         let mut state = self.lock();
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
         let now = Instant::now();
-        if let Some(until) = state.paused.get(&client_id).copied() {
+        if let Some(until) = state.paused.get(&filter.client_id).copied() {
             if until > now {
                 return Err(Error::ClientPaused {
-                    client_id,
+                    client_id: filter.client_id.clone(),
                     retry_after: until - now,
                 });
             }
-            state.paused.remove(&client_id);
+            state.paused.remove(&filter.client_id);
         }
         if config.auth.is_some() {
             // With auth on, a client id belongs to the user holding it: another user cannot
             // claim it (and with it that client's messages, limits or pause).
-            let held_by_other = state.by_client.get(&client_id).is_some_and(|keys| {
+            let held_by_other = state.by_client.get(&filter.client_id).is_some_and(|keys| {
                 keys.iter()
                     .filter_map(|k| state.conns.get(k))
-                    .any(|c| c.user_id != request.user_id)
+                    .any(|c| c.filter.user_id != filter.user_id)
             });
             if held_by_other {
-                return Err(Error::ClientIdTaken(client_id));
+                return Err(Error::ClientIdTaken(filter.client_id.clone()));
             }
         }
-        state.check_limits(config, &client_id, request.user_id.as_deref())?;
+        state.check_limits(config, &filter.client_id, owner.as_ref())?;
         state.evict(now, config);
 
-        let mut conn = Conn {
-            client_id,
-            user_id: request.user_id,
-            topics: request.topics,
-            events: request.events,
-            monitor: request.monitor,
-            tx,
-            kill: Some(kill_tx),
-            connected_at: SystemTime::now(),
-        };
-        conn.topics.sort();
-        conn.topics.dedup();
-
-        let mut replay = Vec::new();
-        let mut gap = None;
-        if let Some(last) = request.last_event_id {
-            if last < state.floor || last >= state.next_id {
-                let oldest = state.history.front().map(|e| e.id.to_string());
-                gap = Some(encode_system(
-                    None,
-                    "__gap",
-                    &json!({"lastEventId": last.to_string(), "oldestAvailableId": oldest}),
-                ));
-            }
-            replay.extend(
+        let position = state.next_id - 1;
+        let floor = state.floor;
+        let oldest = state.history.front().map(|e| e.frame.id);
+        let snapshot: Vec<Arc<Frame>> = match request.last_event_id {
+            Some(last) => {
+                // Ids in the history increase: find the first one after `last`.
+                let from = state.history.partition_point(|e| e.frame.id <= last);
                 state
                     .history
-                    .iter()
-                    .filter(|e| e.id > last && conn.entitled(&e.target, &e.event))
-                    .map(|e| e.frame.clone()),
-            );
-        }
-        let connected = json!({
-            "connectionId": connection_id,
-            "clientId": conn.client_id,
-            "userId": conn.user_id,
-            "heartbeatSecs": config.heartbeat.as_secs(),
-            "heartbeatEvent": heartbeat_event,
-            "replayCount": replay.len(),
-            "serverTime": now_rfc3339(),
-        });
-        let connected = match request.last_event_id {
-            // A fresh connection is up to date as of the newest id: handing it that id means
-            // a reconnect (by the browser or the SDK) replays whatever it misses from here on,
-            // even if it received no event before the connection dropped.
-            None => encode_system(Some(state.next_id - 1), "__connected", &connected),
-            // A resuming connection keeps its own id until the replay has moved it forward.
-            Some(_) => encode_system(None, "__connected", &connected),
+                    .range(from..)
+                    .map(|e| e.frame.clone())
+                    .collect()
+            }
+            None => Vec::new(),
         };
-        let mut initial = vec![
-            crate::event::encode_retry(config.retry.as_millis() as u64),
-            connected,
-        ];
-        initial.extend(gap);
-        initial.extend(replay);
-        if request.last_event_id.is_some() {
-            // The replay covered every entitled event up to the newest id, and everything
-            // after it goes to the queue: that id is where this client now stands, even if
-            // none of the recent events were for it (an id-only block dispatches no event).
-            initial.push(encode_id(state.next_id - 1));
-        }
-
         let key = state.next_conn;
         state.next_conn += 1;
-        state.insert(key, conn);
+        state.insert(
+            key,
+            Conn {
+                filter: filter.clone(),
+                owner,
+                tx,
+                kill: Some(kill_tx),
+                connected_at: SystemTime::now(),
+            },
+        );
         drop(state);
         self.shared.presence.send_modify(|v| *v += 1);
 
+        // Outside the lock: the replay, the opening frames.
+        let replay: Vec<Arc<Frame>> = snapshot
+            .into_iter()
+            .filter(|f| filter.entitled(&f.target, &f.event))
+            .collect();
+        let mut head = vec![crate::event::encode_retry(config.retry.as_millis() as u64)];
+        let connected = Connected {
+            connection_id: &connection_id,
+            client_id: &filter.client_id,
+            user_id: filter.user_id.as_deref(),
+            heartbeat_secs: config.heartbeat.as_secs(),
+            heartbeat_event,
+            replay_count: replay.len(),
+            server_time: now_rfc3339(),
+        };
+        let connected = serde_json::to_value(&connected).unwrap_or_default();
+        let mut tail = None;
+        match request.last_event_id {
+            // A fresh connection is up to date as of the newest id: handing it that id means
+            // a reconnect (by the browser or the SDK) replays whatever it misses from here on,
+            // even if it received no event before the connection dropped.
+            None => head.push(encode_system(Some(position), "__connected", &connected)),
+            // A resuming connection keeps its own id until the replay has moved it forward.
+            Some(last) => {
+                head.push(encode_system(None, "__connected", &connected));
+                if last < floor || last > position {
+                    let gap = Gap {
+                        last_event_id: last.to_string(),
+                        oldest_available_id: oldest.map(|id| id.to_string()),
+                    };
+                    let gap = serde_json::to_value(&gap).unwrap_or_default();
+                    head.push(encode_system(None, "__gap", &gap));
+                }
+                // The replay covered every entitled event up to the newest id, and everything
+                // after it goes to the queue: that id is where this client now stands, even if
+                // none of the recent events were for it.
+                tail = Some(encode_position(position));
+            }
+        }
+        let replay = (!replay.is_empty()).then(|| {
+            Arc::new(Published {
+                frames: replay,
+                at: None,
+            })
+        });
         Ok(Subscription::new(
             self.clone(),
-            key,
-            initial,
-            rx,
-            kill_rx,
+            Opening {
+                key,
+                head,
+                replay,
+                tail,
+                written: position,
+                rx,
+                kill: kill_rx,
+                filter,
+                heartbeat_event,
+            },
             self.shared.shutdown.clone(),
-            heartbeat_event,
         ))
     }
 
@@ -495,11 +583,8 @@ impl Hub {
             events_delivered: m.delivered.get(),
             events_dropped: m.dropped.get(),
             slow_consumer_disconnects: m.slow_consumers.get(),
-            topics: state
-                .by_topic
-                .iter()
-                .map(|(t, set)| (t.clone(), set.len()))
-                .collect(),
+            topic_count: state.by_topic.len(),
+            topics: state.top_topics(STATS_TOPICS),
             uptime_seconds: self.shared.started.elapsed().as_secs(),
         }
     }
@@ -516,8 +601,8 @@ impl Hub {
                 let mut user_id = None;
                 let mut oldest = None::<SystemTime>;
                 for c in conns {
-                    topics.extend(c.topics.iter().cloned());
-                    user_id = user_id.or_else(|| c.user_id.clone());
+                    topics.extend(c.filter.topics.iter().cloned());
+                    user_id = user_id.or_else(|| c.filter.user_id.clone());
                     oldest = Some(oldest.map_or(c.connected_at, |o| o.min(c.connected_at)));
                 }
                 ClientInfo {
@@ -618,6 +703,8 @@ struct State {
     by_client: HashMap<String, HashSet<u64>>,
     by_user: HashMap<String, HashSet<u64>>,
     by_topic: HashMap<String, HashSet<u64>>,
+    /// Connections per user (or per token without `sub`), for the per-user cap.
+    by_owner: HashMap<Owner, usize>,
     /// Connections that receive [`Target::Monitors`] events.
     monitors: HashSet<u64>,
     /// Client ids refused until the given time by [`Hub::drop_client`].
@@ -626,44 +713,18 @@ struct State {
 
 #[derive(Debug)]
 struct Stored {
-    id: u64,
+    frame: Arc<Frame>,
     at: Instant,
-    event: String,
-    target: Target,
     key: Option<String>,
-    frame: Bytes,
 }
 
 #[derive(Debug)]
 struct Conn {
-    client_id: String,
-    user_id: Option<String>,
-    topics: Vec<String>,
-    events: Option<HashSet<String>>,
-    monitor: bool,
-    tx: mpsc::Sender<Chunk>,
+    filter: Arc<Filter>,
+    owner: Option<Owner>,
+    tx: mpsc::Sender<Arc<Published>>,
     kill: Option<oneshot::Sender<Cut>>,
     connected_at: SystemTime,
-}
-
-impl Conn {
-    fn wants(&self, event: &str) -> bool {
-        self.events.as_ref().is_none_or(|e| e.contains(event))
-    }
-
-    fn entitled(&self, target: &Target, event: &str) -> bool {
-        let reaches = match target {
-            Target::All => true,
-            Target::Topic(t) => self.topics.iter().any(|x| x == t),
-            Target::Client(c) => &self.client_id == c,
-            Target::User(u) => self.user_id.as_ref() == Some(u),
-            Target::ClientOfUser { client_id, user_id } => {
-                &self.client_id == client_id && self.user_id.as_ref() == Some(user_id)
-            }
-            Target::Monitors => self.monitor,
-        };
-        reaches && self.wants(event)
-    }
 }
 
 impl State {
@@ -671,7 +732,7 @@ impl State {
         &self,
         config: &Config,
         client_id: &str,
-        user_id: Option<&str>,
+        owner: Option<&Owner>,
     ) -> Result<(), Error> {
         if self.conns.len() >= config.max_connections {
             return Err(Error::TooManyConnections(format!(
@@ -686,11 +747,15 @@ impl State {
                 config.max_connections_per_client
             )));
         }
-        if let Some(user) = user_id {
-            let per_user = self.by_user.get(user).map_or(0, HashSet::len);
-            if per_user >= config.max_connections_per_user {
+        if let Some(owner) = owner {
+            let per_owner = self.by_owner.get(owner).copied().unwrap_or(0);
+            if per_owner >= config.max_connections_per_user {
+                let who = match owner {
+                    Owner::User(user) => format!("user {user:?}"),
+                    Owner::Token(_) => "this token".to_owned(),
+                };
                 return Err(Error::TooManyConnections(format!(
-                    "user {user:?} already holds its maximum of {} connections",
+                    "{who} already holds its maximum of {} connections",
                     config.max_connections_per_user
                 )));
             }
@@ -698,30 +763,62 @@ impl State {
         Ok(())
     }
 
-    /// Calls `f` for every connection entitled to an `event` sent to `target`.
-    fn for_each_recipient(&self, target: &Target, event: &str, mut f: impl FnMut(u64, &Conn)) {
-        let mut visit = |key: u64, conn: &Conn| {
-            if conn.entitled(target, event) {
-                f(key, conn);
-            }
-        };
-        let index = match target {
-            Target::All => {
-                for (key, conn) in &self.conns {
-                    visit(*key, conn);
-                }
-                return;
-            }
+    /// Every connection that some frame's target reaches (each once).
+    fn recipients(&self, frames: &[Arc<Frame>]) -> Vec<u64> {
+        if frames.iter().any(|f| f.target == Target::All) {
+            return self.conns.keys().copied().collect();
+        }
+        let targets: HashSet<&Target> = frames.iter().map(|f| &f.target).collect();
+        let mut keys: Vec<u64> = Vec::new();
+        for target in targets {
+            keys.extend(self.index(target).into_iter().flatten());
+        }
+        if keys.len() > 1 {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        keys
+    }
+
+    /// The connections a target names (before event filters); `None` for [`Target::All`].
+    fn index(&self, target: &Target) -> Option<&HashSet<u64>> {
+        match target {
+            Target::All => None,
             Target::Topic(t) => self.by_topic.get(t),
             Target::Client(c) | Target::ClientOfUser { client_id: c, .. } => self.by_client.get(c),
             Target::User(u) => self.by_user.get(u),
             Target::Monitors => Some(&self.monitors),
-        };
-        for key in index.into_iter().flatten() {
-            if let Some(conn) = self.conns.get(key) {
-                visit(*key, conn);
-            }
         }
+    }
+
+    /// How many connections, not in `skip`, are entitled to an `event` sent to `target`.
+    fn count_entitled(&self, target: &Target, event: &str, skip: &HashSet<u64>) -> usize {
+        let counts =
+            |key: &u64, conn: &Conn| !skip.contains(key) && conn.filter.entitled(target, event);
+        match self.index(target) {
+            None if *target == Target::All => {
+                self.conns.iter().filter(|(k, c)| counts(k, c)).count()
+            }
+            None => 0,
+            Some(keys) => keys
+                .iter()
+                .filter(|k| self.conns.get(k).is_some_and(|c| counts(k, c)))
+                .count(),
+        }
+    }
+
+    /// The `n` topics with the most connections.
+    fn top_topics(&self, n: usize) -> BTreeMap<String, usize> {
+        let mut all: Vec<(&String, usize)> = self
+            .by_topic
+            .iter()
+            .map(|(t, set)| (t, set.len()))
+            .collect();
+        if all.len() > n {
+            all.select_nth_unstable_by(n - 1, |a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            all.truncate(n);
+        }
+        all.into_iter().map(|(t, c)| (t.clone(), c)).collect()
     }
 
     /// Cuts connections whose queue is full: they get `__error` `slow_consumer` and replay
@@ -735,7 +832,7 @@ impl State {
                 metrics.slow_consumers.inc();
             }
             tracing::warn!(
-                client_id = %conn.client_id,
+                client_id = %conn.filter.client_id,
                 "cut a slow consumer: its queue of {} chunks is full",
                 conn.tx.max_capacity()
             );
@@ -765,41 +862,58 @@ impl State {
                 break;
             }
             if let Some(old) = self.history.pop_front() {
-                self.floor = old.id;
+                self.floor = old.frame.id;
                 if let Some(key) = old.key {
                     self.keys.remove(&key);
                 }
             }
         }
+        // A burst can leave the history's buffer far larger than it now needs.
+        if self.history.capacity() > 64 && self.history.len() < self.history.capacity() / 4 {
+            self.history.shrink_to(self.history.len() * 2);
+        }
     }
 
     fn insert(&mut self, key: u64, conn: Conn) {
+        let filter = &conn.filter;
         self.by_client
-            .entry(conn.client_id.clone())
+            .entry(filter.client_id.clone())
             .or_default()
             .insert(key);
-        if let Some(user) = &conn.user_id {
+        if let Some(user) = &filter.user_id {
             self.by_user.entry(user.clone()).or_default().insert(key);
         }
-        for topic in &conn.topics {
+        for topic in &filter.topics {
             self.by_topic.entry(topic.clone()).or_default().insert(key);
         }
-        if conn.monitor {
+        if filter.monitor {
             self.monitors.insert(key);
+        }
+        if let Some(owner) = &conn.owner {
+            *self.by_owner.entry(owner.clone()).or_default() += 1;
         }
         self.conns.insert(key, conn);
     }
 
     fn remove(&mut self, key: u64) -> Option<Conn> {
         let conn = self.conns.remove(&key)?;
-        unindex(&mut self.by_client, &conn.client_id, key);
-        if let Some(user) = &conn.user_id {
+        let filter = &conn.filter;
+        unindex(&mut self.by_client, &filter.client_id, key);
+        if let Some(user) = &filter.user_id {
             unindex(&mut self.by_user, user, key);
         }
-        for topic in &conn.topics {
+        for topic in &filter.topics {
             unindex(&mut self.by_topic, topic, key);
         }
         self.monitors.remove(&key);
+        if let Some(owner) = &conn.owner {
+            if let Some(n) = self.by_owner.get_mut(owner) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_owner.remove(owner);
+                }
+            }
+        }
         Some(conn)
     }
 }

@@ -33,13 +33,15 @@
 //! - [`event`]: messages, targets, typed events, the SSE wire encoding.
 //! - `stream`: one subscriber's byte stream (heartbeats, batching, final events).
 //! - [`routes`]: every HTTP endpoint, in [`router`].
+//! - [`query`]: strict query-string parsing.
 //! - [`auth`]: JWT verification.
 //! - [`broker`]: the seam where multi-instance fan-out plugs in.
 //! - [`monitor`]: presence and stats pushed to admin dashboards over the hub itself.
 //! - [`config`]: every setting, with defaults.
 //! - [`error`]: the one error type and its JSON answer.
 //! - `metrics`: counters in a Prometheus registry.
-//! - `net`: the accepted sockets: TCP_NODELAY, a write timeout, closing at the drain deadline.
+//! - `net`: the accepted sockets: the accept loop, the cap on connections that are not
+//!   streams, TCP_NODELAY, send buffer, write timeout, closing at the drain deadline.
 //! - `main.rs` (the binary): flags, logging, signals; nothing else.
 
 #![deny(missing_docs)]
@@ -53,6 +55,7 @@ pub mod hub;
 mod metrics;
 pub mod monitor;
 mod net;
+pub mod query;
 pub mod routes;
 mod stream;
 
@@ -65,7 +68,8 @@ pub use config::{Config, Cors};
 pub use error::Error;
 pub use event::{Event, Message, Receipt, Target};
 pub use hub::{ClientInfo, Hub, Stats, SubscribeRequest};
-pub use routes::router;
+pub use net::bind;
+pub use routes::{json_errors, router};
 pub use stream::Subscription;
 
 /// Serves `app` on `listener` until `shutdown` completes, then shuts down gracefully: stops
@@ -74,11 +78,21 @@ pub use stream::Subscription;
 /// drain time are closed, not abandoned.
 ///
 /// Plain `axum::serve(..).with_graceful_shutdown(..)` would wait forever for open event
-/// streams; this does not. Every accepted socket also gets TCP_NODELAY and the hub's
-/// [`Config::write_timeout`]: a peer that stops reading is disconnected.
+/// streams, and runs hyper without a timer, so a socket that never sends a request holds a
+/// file descriptor forever; this does neither. It serves HTTP/1.1 (put a TLS proxy in front
+/// for HTTP/2 to browsers) with, from the hub's [`Config`]:
+/// - a header read timeout ([`Config::header_read_timeout`]);
+/// - a cap on connections that are not event streams ([`Config::max_pending_connections`]):
+///   past it the oldest such connection is closed;
+/// - TCP_NODELAY, a bounded send buffer ([`Config::send_buffer_bytes`]) and a write timeout
+///   ([`Config::write_timeout`]): a peer that stops reading is disconnected;
+/// - an accept loop that backs off when the process runs out of file descriptors.
+///
+/// Bind `listener` with [`bind`] for a listen backlog larger than tokio's 128.
 ///
 /// # Errors
-/// I/O errors from the listener.
+/// None today: accept errors are retried. The `Result` is kept for errors a future version
+/// cannot retry.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     hub: Hub,
@@ -86,44 +100,55 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    use std::future::IntoFuture;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
 
+    let config = hub.config().clone();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        // The hub refuses more than `routes::MAX_HEADERS` itself, with a JSON answer; hyper's
+        // own limit (an empty 431) only stops what is far beyond it.
+        .max_headers(4 * routes::MAX_HEADERS);
+    let app = routes::json_errors(app);
+    let gate = net::Gate::new(config.max_pending_connections);
+    let graceful = GracefulShutdown::new();
     let closing = tokio_util::sync::CancellationToken::new();
-    let listener = net::GuardedListener {
-        inner: listener,
-        write_timeout: hub.config().write_timeout,
-        closing: closing.clone(),
-    };
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let stopping = hub.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: ending every event stream");
-            stopping.shutdown();
-            let _ = signalled_tx.send(());
-        })
-        .into_future();
-    let mut server = std::pin::pin!(server);
-    let deadline = async move {
-        if signalled_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = net::accept(&listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        net::tune(&stream, config.send_buffer_bytes);
+        let switch = closing.child_token();
+        let slot = gate.admit(switch.clone());
+        let handle = slot.handle();
+        let io = TokioIo::new(net::GuardedIo::new(stream, config.write_timeout, switch));
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(handle)));
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            // Errors here are the peer's (a reset, a timeout, a malformed request): hyper has
+            // answered what it could, and the connection is over either way.
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: ending every event stream");
+    hub.shutdown();
     tokio::select! {
-        result = &mut server => return result,
-        () = deadline => {}
+        () = graceful.shutdown() => return Ok(()),
+        () = tokio::time::sleep(drain) => {}
     }
     tracing::warn!(
         remaining = hub.stats().active_connections,
         "drain time of {drain:?} is over; closing the remaining connections"
     );
+    // Every connection now fails its next I/O; their tasks end on their own.
     closing.cancel();
-    // Every connection now fails its next I/O; give their tasks a moment to wind down.
-    match tokio::time::timeout(Duration::from_secs(2), server).await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
+    Ok(())
 }

@@ -42,45 +42,69 @@ struct Cli {
     #[arg(long, env = "EVENTWIRE_HEARTBEAT_EVENT")]
     heartbeat_event: bool,
     /// The `retry:` hint sent to clients, in milliseconds.
-    #[arg(long, env = "EVENTWIRE_RETRY_MS", default_value_t = 2000)]
+    #[arg(long, env = "EVENTWIRE_RETRY_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     retry_ms: u64,
     /// Events kept for replay.
-    #[arg(long, env = "EVENTWIRE_HISTORY_SIZE", default_value_t = 1000)]
-    history_size: usize,
+    #[arg(long, env = "EVENTWIRE_HISTORY_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    history_size: u64,
     /// Seconds an event stays in the replay history.
-    #[arg(long, env = "EVENTWIRE_HISTORY_TTL_SECS", default_value_t = 300)]
+    #[arg(long, env = "EVENTWIRE_HISTORY_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
     history_ttl_secs: u64,
-    /// Events queued per connection before it is cut as a slow consumer.
-    #[arg(long, env = "EVENTWIRE_QUEUE_CAPACITY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Publish calls queued per connection before it is cut as a slow consumer.
+    #[arg(long, env = "EVENTWIRE_QUEUE_CAPACITY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     queue_capacity: u64,
-    /// Maximum connections on this hub.
-    #[arg(long, env = "EVENTWIRE_MAX_CONNECTIONS", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Cut a connection whose oldest unwritten event is older than this many seconds.
+    #[arg(long, env = "EVENTWIRE_MAX_LAG_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    max_lag_secs: u64,
+    /// Maximum event streams on this hub.
+    #[arg(long, env = "EVENTWIRE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_connections: u64,
     /// Maximum connections per client id.
-    #[arg(
-        long,
-        env = "EVENTWIRE_MAX_CONNECTIONS_PER_CLIENT",
-        default_value_t = 16
-    )]
-    max_connections_per_client: usize,
-    /// Maximum connections per user.
-    #[arg(long, env = "EVENTWIRE_MAX_CONNECTIONS_PER_USER", default_value_t = 64)]
-    max_connections_per_user: usize,
+    #[arg(long, env = "EVENTWIRE_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_connections_per_client: u64,
+    /// Maximum connections per user (or per token without `sub`).
+    #[arg(long, env = "EVENTWIRE_MAX_CONNECTIONS_PER_USER", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_connections_per_user: u64,
+    /// Maximum connections that are not event streams (requests in progress, idle
+    /// keep-alive, sockets that sent nothing); past it the oldest is closed.
+    #[arg(long, env = "EVENTWIRE_MAX_PENDING_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_pending_connections: u64,
+    /// Maximum topics one connection may join.
+    #[arg(long, env = "EVENTWIRE_MAX_TOPICS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_topics: u64,
+    /// Maximum entries in one connection's `events` filter.
+    #[arg(long, env = "EVENTWIRE_MAX_EVENT_FILTERS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_event_filters: u64,
     /// End streams that received no event for this many seconds (0: never).
-    #[arg(long, env = "EVENTWIRE_IDLE_TIMEOUT_SECS", default_value_t = 0)]
+    #[arg(long, env = "EVENTWIRE_IDLE_TIMEOUT_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
     idle_timeout_secs: u64,
     /// Disconnect a peer whose socket accepts no bytes for this many seconds.
     #[arg(long, env = "EVENTWIRE_WRITE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     write_timeout_secs: u64,
+    /// Close a connection whose request head has not arrived within this many seconds.
+    #[arg(long, env = "EVENTWIRE_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    header_timeout_secs: u64,
+    /// Answer 408 when a request body has not arrived within this many seconds.
+    #[arg(long, env = "EVENTWIRE_BODY_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    body_timeout_secs: u64,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "EVENTWIRE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
-    max_body_bytes: usize,
+    #[arg(long, env = "EVENTWIRE_MAX_BODY_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(64..=1_073_741_824))]
+    max_body_bytes: u64,
+    /// Most events in one publish batch.
+    #[arg(long, env = "EVENTWIRE_MAX_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_batch: u64,
+    /// Kernel send buffer per connection, in bytes (0: the system default).
+    #[arg(long, env = "EVENTWIRE_SEND_BUFFER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(0..=1_073_741_824))]
+    send_buffer_bytes: u64,
+    /// Listen backlog: connections the kernel queues before the hub accepts them.
+    #[arg(long, env = "EVENTWIRE_LISTEN_BACKLOG", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    listen_backlog: u32,
     /// Seconds to wait for streams to close on shutdown.
-    #[arg(long, env = "EVENTWIRE_DRAIN_SECS", default_value_t = 5)]
+    #[arg(long, env = "EVENTWIRE_DRAIN_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     drain_secs: u64,
     /// Seconds between `stats` events to admin connections that subscribe with `monitor=1`
     /// (0: no monitoring events).
-    #[arg(long, env = "EVENTWIRE_MONITOR_SECS", default_value_t = 2)]
+    #[arg(long, env = "EVENTWIRE_MONITOR_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     monitor_secs: u64,
     /// Serve the demo pages from this directory: /client, /admin and /demo/*.
     #[arg(long, env = "EVENTWIRE_DEMO")]
@@ -93,19 +117,30 @@ struct Cli {
 impl Cli {
     fn config(&self) -> Result<Config, String> {
         let mut config = Config::default();
+        // Every number was range-checked by clap; these conversions cannot saturate.
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         config.heartbeat = Duration::from_secs(self.heartbeat_secs);
         config.heartbeat_event = self.heartbeat_event;
         config.retry = Duration::from_millis(self.retry_ms);
-        config.history_size = self.history_size;
+        config.history_size = size(self.history_size);
         config.history_ttl = Duration::from_secs(self.history_ttl_secs);
-        config.queue_capacity = usize::try_from(self.queue_capacity).unwrap_or(usize::MAX);
-        config.max_connections = self.max_connections;
-        config.max_connections_per_client = self.max_connections_per_client;
-        config.max_connections_per_user = self.max_connections_per_user;
+        config.queue_capacity = size(self.queue_capacity);
+        config.max_lag = Duration::from_secs(self.max_lag_secs);
+        config.max_connections = size(self.max_connections);
+        config.max_connections_per_client = size(self.max_connections_per_client);
+        config.max_connections_per_user = size(self.max_connections_per_user);
+        config.max_pending_connections = size(self.max_pending_connections);
+        config.max_topics_per_connection = size(self.max_topics);
+        config.max_event_filters = size(self.max_event_filters);
         config.idle_timeout =
             (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs));
-        config.max_body_bytes = self.max_body_bytes;
+        config.max_body_bytes = size(self.max_body_bytes);
+        config.max_batch = size(self.max_batch);
         config.write_timeout = Duration::from_secs(self.write_timeout_secs);
+        config.header_read_timeout = Duration::from_secs(self.header_timeout_secs);
+        config.body_read_timeout = Duration::from_secs(self.body_timeout_secs);
+        config.send_buffer_bytes =
+            (self.send_buffer_bytes > 0).then(|| size(self.send_buffer_bytes));
         config.token_cookie = self.token_cookie.clone();
         config.auth = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) if secret.is_empty() => return Err("--jwt-secret is empty".into()),
@@ -136,6 +171,7 @@ impl Cli {
         } else {
             Cors::Origins(self.cors_origins.clone())
         };
+        config.validate()?;
         Ok(config)
     }
 }
@@ -163,7 +199,8 @@ async fn main() -> ExitCode {
              Never run --dev in production."
         );
     }
-    let listener = match tokio::net::TcpListener::bind(cli.listen).await {
+    raise_open_file_limit(&config);
+    let listener = match eventwire_server::bind(cli.listen, cli.listen_backlog) {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!("eventwire: cannot listen on {}: {e}", cli.listen);
@@ -213,6 +250,21 @@ fn with_static_files(api: axum::Router, cli: &Cli) -> axum::Router {
         app = app.nest_service("/vendor/eventwire", ServeDir::new(dir));
     }
     app.merge(api)
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection is a file. Warns
+/// when even that cannot hold the configured connections.
+fn raise_open_file_limit(config: &Config) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let needed = (config.max_connections + config.max_pending_connections) as u64 + 64;
+    if limit > 0 && limit < needed {
+        tracing::warn!(
+            open_file_limit = limit,
+            needed,
+            "the open file limit is below --max-connections + --max-pending-connections; \
+             lower them, or raise the limit (ulimit -n)"
+        );
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

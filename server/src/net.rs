@@ -1,11 +1,14 @@
-//! The sockets [`crate::serve`] accepts: TCP_NODELAY (SSE frames are small and must not wait
-//! for Nagle), a write timeout (a peer that stops reading is disconnected instead of pinning
-//! its task and buffers forever), and a switch that closes every connection at once when the
-//! drain time is over.
+//! The sockets [`crate::serve`] accepts: an accept loop that survives running out of file
+//! descriptors, a cap on connections that are not event streams, TCP_NODELAY and a bounded
+//! send buffer, a write timeout (a peer that stops reading is disconnected instead of pinning
+//! its task and buffers forever), and a switch that closes a connection (or, at the end of
+//! the drain time, every connection) at once.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -14,39 +17,130 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// A TCP listener whose connections are [`GuardedIo`].
-#[derive(Debug)]
-pub(crate) struct GuardedListener {
-    pub(crate) inner: TcpListener,
-    pub(crate) write_timeout: Duration,
-    pub(crate) closing: CancellationToken,
+/// Connections that are not (yet) event streams, oldest first. Past the cap, admitting a new
+/// connection closes the oldest one: sockets that never send a request cannot crowd out the
+/// ones that do, and every one of them is closed by the header read timeout anyway.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    inner: Arc<Mutex<GateInner>>,
 }
 
-impl axum::serve::Listener for GuardedListener {
-    type Io = GuardedIo<TcpStream>;
-    type Addr = std::net::SocketAddr;
+#[derive(Debug)]
+struct GateInner {
+    cap: usize,
+    next: u64,
+    /// Admission number to the connection's switch. A `BTreeMap`: the first is the oldest.
+    pending: BTreeMap<u64, CancellationToken>,
+    evicted: u64,
+}
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    let io = GuardedIo::new(stream, self.write_timeout, self.closing.clone());
-                    return (io, addr);
-                }
-                Err(e) if is_connection_error(&e) => {}
-                Err(e) => {
-                    // Most likely out of file descriptors: wait for some to be released
-                    // instead of spinning (as axum's own listener does).
-                    tracing::error!("accept error: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+/// A connection's place among the pending ones. Dropped when the connection ends.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    gate: Gate,
+    seq: u64,
+}
+
+/// Handed to request handlers as an extension: the `/events` route calls
+/// [`StreamSlot::promote`] once its stream is registered, which takes the connection out of
+/// the pending ones (event streams are capped by the hub's connection limits instead).
+#[derive(Debug, Clone)]
+pub(crate) struct StreamSlot {
+    gate: Gate,
+    seq: u64,
+}
+
+impl StreamSlot {
+    pub(crate) fn promote(&self) {
+        self.gate.lock().pending.remove(&self.seq);
+    }
+}
+
+impl Gate {
+    pub(crate) fn new(cap: usize) -> Self {
+        Gate {
+            inner: Arc::new(Mutex::new(GateInner {
+                cap,
+                next: 0,
+                pending: BTreeMap::new(),
+                evicted: 0,
+            })),
         }
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+    /// Admits a connection whose I/O fails once `switch` is cancelled; closes the oldest
+    /// pending connection first when the gate is full.
+    pub(crate) fn admit(&self, switch: CancellationToken) -> Slot {
+        let mut inner = self.lock();
+        while inner.pending.len() >= inner.cap {
+            let Some((_, oldest)) = inner.pending.pop_first() else {
+                break;
+            };
+            oldest.cancel();
+            inner.evicted += 1;
+            if inner.evicted.is_power_of_two() {
+                tracing::warn!(
+                    evicted = inner.evicted,
+                    "{} connections are not event streams (the cap): closed the oldest",
+                    inner.cap
+                );
+            }
+        }
+        let seq = inner.next;
+        inner.next += 1;
+        inner.pending.insert(seq, switch);
+        Slot {
+            gate: self.clone(),
+            seq,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Slot {
+    pub(crate) fn handle(&self) -> StreamSlot {
+        StreamSlot {
+            gate: self.gate.clone(),
+            seq: self.seq,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.lock().pending.remove(&self.seq);
+    }
+}
+
+/// Accepts the next connection. Errors that concern one connection are skipped; others
+/// (out of file descriptors, most likely) back off from 10 ms to 1 s instead of spinning or
+/// ending the server, and are logged once per streak.
+pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
+    let mut backoff = Duration::from_millis(10);
+    let mut failures = 0u64;
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => {
+                if failures > 0 {
+                    tracing::info!(failures, "accepting connections again");
+                }
+                return accepted;
+            }
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::error!("accept error: {e}; backing off until it clears");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
     }
 }
 
@@ -57,6 +151,34 @@ fn is_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+/// Applies the per-socket settings: TCP_NODELAY (SSE frames are small and must not wait for
+/// Nagle) and the send buffer size.
+pub(crate) fn tune(stream: &TcpStream, send_buffer: Option<usize>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(bytes) = send_buffer {
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(bytes);
+    }
+}
+
+/// Binds a listening socket with room for `backlog` connections waiting to be accepted.
+///
+/// `tokio::net::TcpListener::bind` uses a backlog of 128: a burst of a few hundred connects
+/// (every client of a restarted hub coming back) then loses SYNs, and each lost SYN costs the
+/// client a one-second retransmit.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// A connection that fails a write pending for longer than its timeout, and fails every
@@ -78,7 +200,7 @@ impl<T> std::fmt::Debug for GuardedIo<T> {
 }
 
 impl<T> GuardedIo<T> {
-    fn new(inner: T, timeout: Duration, closing: CancellationToken) -> Self {
+    pub(crate) fn new(inner: T, timeout: Duration, closing: CancellationToken) -> Self {
         GuardedIo {
             inner,
             timeout,
@@ -92,7 +214,7 @@ impl<T> GuardedIo<T> {
         match self.closing.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "the server closed the connection at the end of the drain time",
+                "the server closed the connection (drain time over, or too many pending connections)",
             )),
             Poll::Pending => Ok(()),
         }

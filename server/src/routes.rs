@@ -12,11 +12,11 @@
 //! # }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, OriginalUri, Query, Request, State};
+use axum::extract::{FromRequestParts, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,8 +31,10 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Identity;
 use crate::config::Cors;
 use crate::error::Error;
-use crate::event::{parse_last_event_id, validate_name, Message, PublishBody, Target};
+use crate::event::{parse_last_event_id, parse_publish_body, validate_name, Message, Target};
 use crate::hub::{Hub, SubscribeRequest};
+use crate::net::StreamSlot;
+use crate::query::parse_query;
 
 /// The hub's endpoints (see `docs/PROTOCOL.md`), ready to serve or to `nest` in a larger app.
 ///
@@ -63,7 +65,82 @@ pub fn router(hub: Hub) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    app.with_state(hub)
+    json_errors(app.with_state(hub))
+}
+
+/// Longest request target (path and query) the hub accepts, in bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest header section the hub accepts: total bytes of names and values.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most header fields one request may carry.
+pub const MAX_HEADERS: usize = 100;
+
+/// Makes every error answer of `app` the hub's JSON error body: refuses over-long request
+/// targets (`414`) and header sections (`431`) itself, answers an `OPTIONS` request that is
+/// not a CORS preflight with `405`, and replaces the empty body of any other 4xx/5xx answer
+/// (static files' `404`/`405`, a CORS layer's refusal) with `{"error": {"code", "message"}}`.
+/// [`router`] applies it; apply it to an app that adds routes of its own around the hub.
+pub fn json_errors(app: Router) -> Router {
+    app.layer(axum::middleware::from_fn(json_error_bodies))
+}
+
+async fn json_error_bodies(request: Request, next: axum::middleware::Next) -> Response {
+    let uri_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return Error::UriTooLong(MAX_URI_BYTES).into_response();
+    }
+    let headers = request.headers();
+    if headers.len() > MAX_HEADERS {
+        return Error::HeadersTooLarge(format!(
+            "{} header fields; at most {MAX_HEADERS} are accepted",
+            headers.len()
+        ))
+        .into_response();
+    }
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Error::HeadersTooLarge(format!(
+            "the header fields hold {header_bytes} bytes; at most {MAX_HEADER_BYTES} are accepted"
+        ))
+        .into_response();
+    }
+    let preflight = headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if request.method() == Method::OPTIONS && !preflight {
+        return Error::MethodNotAllowed.into_response();
+    }
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let error = match status {
+        StatusCode::NOT_FOUND => Error::NotFound(path),
+        StatusCode::METHOD_NOT_ALLOWED => Error::MethodNotAllowed,
+        other => {
+            let reason = other.canonical_reason().unwrap_or("error");
+            let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+            let body = json!({"error": {"code": code, "message": reason}});
+            let (mut parts, _) = response.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Response::from_parts(parts, Body::from(body.to_string()));
+        }
+    };
+    error.into_response()
 }
 
 fn cors_layer(cors: &Cors, auth: bool) -> Option<CorsLayer> {
@@ -97,10 +174,16 @@ fn cors_layer(cors: &Cors, auth: bool) -> Option<CorsLayer> {
 
 async fn events(
     State(hub): State<Hub>,
-    Caller(identity): Caller,
-    Query(query): Query<HashMap<String, String>>,
+    caller: Caller,
+    slot: Option<axum::Extension<StreamSlot>>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
+    let Caller {
+        identity,
+        token_key,
+    } = caller;
+    let query = parse_query(uri.query())?;
     let monitor = match query.get("monitor").map(String::as_str) {
         None | Some("0" | "false") => false,
         Some("1" | "true") if identity.admin => true,
@@ -137,7 +220,10 @@ async fn events(
             "events: empty; leave the parameter out to receive every type".into(),
         ));
     }
+    // An empty header means "none" (what a browser sends before it has an id), so it does
+    // not cancel a `lastEventId` parameter; a non-empty header wins over the parameter.
     let header_id = match headers.get("last-event-id") {
+        Some(v) if v.is_empty() => None,
         Some(v) => Some(
             v.to_str()
                 .map_err(|_| Error::InvalidLastEventId("<not ASCII>".into()))?,
@@ -167,7 +253,12 @@ async fn events(
         topics,
         events,
         last_event_id,
+        token_key,
     })?;
+    // A stream now: no longer counted (and evictable) as a pending connection.
+    if let Some(axum::Extension(slot)) = slot {
+        slot.promote();
+    }
 
     let body = Body::from_stream(subscription.into_stream().map(Ok::<_, Infallible>));
     Ok((
@@ -205,46 +296,27 @@ async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let value = json_body(&hub, &headers, body).await?;
-    match value {
-        Value::Array(items) => {
-            let messages = items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    publish_body(item)
-                        .and_then(PublishBody::into_message)
-                        .map_err(|e| match e {
-                            Error::MalformedJson(m) => Error::MalformedJson(format!("[{i}]: {m}")),
-                            other => other.at_index(i),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Json(hub.publish_all(messages).await?).into_response())
-        }
-        item => {
-            let message = publish_body(item)?.into_message()?;
-            Ok(Json(hub.publish(message).await?).into_response())
-        }
+    let bytes = body_bytes(&hub, &headers, body).await?;
+    let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let messages = parse_publish_body(&bytes, hub.config().max_batch)?;
+    if batch {
+        return Ok(Json(hub.publish_all(messages).await?).into_response());
     }
-}
-
-fn publish_body(value: Value) -> Result<PublishBody, Error> {
-    if !value.is_object() {
-        return Err(Error::MalformedJson(
-            "expected an event object, or an array of them".into(),
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| Error::MalformedJson(e.to_string()))
+    let message = messages
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::MalformedJson("expected an event object".into()))?;
+    Ok(Json(hub.publish(message).await?).into_response())
 }
 
 async fn echo(
     State(hub): State<Hub>,
-    Caller(identity): Caller,
-    Query(query): Query<HashMap<String, String>>,
+    Caller { identity, .. }: Caller,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
+    let query = parse_query(uri.query())?;
     let client_id = query.get("clientId").cloned();
     if let Some(c) = &client_id {
         validate_name("clientId", c).map_err(Error::InvalidQuery)?;
@@ -288,6 +360,13 @@ const MAX_ECHO: usize = 100;
 
 /// Reads a JSON body: `application/json` only, at most `max_body_bytes`.
 async fn json_body(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Value, Error> {
+    let bytes = body_bytes(hub, headers, body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::MalformedJson(e.to_string()))
+}
+
+/// Reads a body sent as `application/json`: at most `max_body_bytes`, and all of it within
+/// `body_read_timeout`.
+async fn body_bytes(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Bytes, Error> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -297,7 +376,11 @@ async fn json_body(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Value, 
         return Err(Error::UnsupportedMediaType);
     }
     let limit = hub.config().max_body_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let timeout = hub.config().body_read_timeout;
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| Error::RequestTimeout(timeout))?;
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
@@ -305,8 +388,7 @@ async fn json_body(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Value, 
         } else {
             Error::MalformedJson(format!("could not read the request body: {e}"))
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::MalformedJson(e.to_string()))
+    })
 }
 
 // --- admin ---------------------------------------------------------------------------------
@@ -386,7 +468,12 @@ async fn method_not_allowed() -> Error {
 // --- auth ----------------------------------------------------------------------------------
 
 /// The caller, verified from its token when auth is on (an anonymous admin in dev mode).
-struct Caller(Identity);
+struct Caller {
+    identity: Identity,
+    /// For a verified token without `sub`: a key standing for the token (a hash, never the
+    /// token itself), so that connection caps apply to it.
+    token_key: Option<String>,
+}
 
 /// A caller with the admin role; anyone else is refused with `403 forbidden`.
 struct Admin;
@@ -396,21 +483,30 @@ impl FromRequestParts<Hub> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Error> {
         let Some(auth) = &hub.config().auth else {
-            return Ok(Caller(Identity {
-                user_id: None,
-                admin: true,
-            }));
+            return Ok(Caller {
+                identity: Identity {
+                    user_id: None,
+                    admin: true,
+                },
+                token_key: None,
+            });
         };
-        let query_token = || {
-            Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
-                .ok()
-                .and_then(|Query(mut q)| q.remove("token"))
-        };
+        let query_token = || parse_query(parts.uri.query()).ok()?.remove("token");
         let token = bearer(&parts.headers)
             .or_else(query_token)
             .or_else(|| cookie(&parts.headers, &hub.config().token_cookie))
             .ok_or(Error::MissingToken)?;
-        auth.verify(&token).map(Caller)
+        let identity = auth.verify(&token)?;
+        let token_key = identity.user_id.is_none().then(|| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            token.hash(&mut hasher);
+            format!("{:016x}", hasher.finish())
+        });
+        Ok(Caller {
+            identity,
+            token_key,
+        })
     }
 }
 
@@ -418,7 +514,7 @@ impl FromRequestParts<Hub> for Admin {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Error> {
-        let Caller(identity) = Caller::from_request_parts(parts, hub).await?;
+        let Caller { identity, .. } = Caller::from_request_parts(parts, hub).await?;
         if identity.admin {
             Ok(Admin)
         } else {

@@ -1,9 +1,15 @@
 //! One subscriber's stream of SSE bytes: the opening frames, then queued events (several
 //! queued events are written as one chunk), heartbeats, and a final `__error` or
 //! `__shutdown` when the hub ends it on purpose.
+//!
+//! A publish call hands every possible recipient the same [`Published`] (one `Arc`, one
+//! queue slot, whatever the batch length). Each stream picks the frames it is entitled to
+//! with its own [`Filter`], on its own task, walking the shared frames with a cursor: the
+//! publisher's work is one `try_send` per recipient, and no stream copies a batch.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,20 +19,59 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{encode_heartbeat, encode_retry, encode_system};
+use crate::event::{encode_heartbeat, encode_retry, encode_system, Target};
 use crate::hub::Hub;
 
 /// Largest chunk a stream writes at once when events pile up.
 const MAX_CHUNK: usize = 64 * 1024;
 
-/// What a connection's queue holds: one event, or every event of one published batch that
-/// the connection is entitled to (a batch takes one slot).
+/// One published event, encoded once, shared by the history and every recipient.
 #[derive(Debug)]
-pub(crate) enum Chunk {
-    One(Bytes),
-    /// A batch's frames, shared by every recipient; `Some` lists the indices this connection
-    /// is entitled to when that is not all of them.
-    Batch(std::sync::Arc<[Bytes]>, Option<Box<[u32]>>),
+pub(crate) struct Frame {
+    pub(crate) id: u64,
+    pub(crate) event: Box<str>,
+    pub(crate) target: Target,
+    pub(crate) bytes: Bytes,
+}
+
+/// The frames of one publish call (one event or a batch), in id order. This is what a
+/// connection's queue holds: one slot per publish call.
+#[derive(Debug)]
+pub(crate) struct Published {
+    pub(crate) frames: Vec<Arc<Frame>>,
+    /// When it was published; a stream that gets to it much later is cut (`max_lag`).
+    /// `None` for a replay, which is old by nature.
+    pub(crate) at: Option<Instant>,
+}
+
+/// What one connection is entitled to receive.
+#[derive(Debug)]
+pub(crate) struct Filter {
+    pub(crate) client_id: String,
+    pub(crate) user_id: Option<String>,
+    pub(crate) topics: HashSet<String>,
+    pub(crate) events: Option<HashSet<String>>,
+    pub(crate) monitor: bool,
+}
+
+impl Filter {
+    pub(crate) fn wants(&self, event: &str) -> bool {
+        self.events.as_ref().is_none_or(|e| e.contains(event))
+    }
+
+    pub(crate) fn entitled(&self, target: &Target, event: &str) -> bool {
+        let reaches = match target {
+            Target::All => true,
+            Target::Topic(t) => self.topics.contains(t),
+            Target::Client(c) => &self.client_id == c,
+            Target::User(u) => self.user_id.as_ref() == Some(u),
+            Target::ClientOfUser { client_id, user_id } => {
+                &self.client_id == client_id && self.user_id.as_ref() == Some(user_id)
+            }
+            Target::Monitors => self.monitor,
+        };
+        reaches && self.wants(event)
+    }
 }
 
 /// Why the hub ended a stream on purpose.
@@ -36,16 +81,31 @@ pub(crate) enum Cut {
     Dropped,
 }
 
+/// Bytes waiting to be written: fixed frames, or a publish call's frames from a cursor on.
+#[derive(Debug)]
+enum Pending {
+    Bytes(Bytes),
+    Frames {
+        published: Arc<Published>,
+        next: usize,
+    },
+}
+
 /// A registered connection's stream. Dropping it unregisters the connection.
 #[derive(Debug)]
 pub struct Subscription {
-    pending: VecDeque<Bytes>,
-    rx: mpsc::Receiver<Chunk>,
+    pending: VecDeque<Pending>,
+    rx: mpsc::Receiver<Arc<Published>>,
     kill: oneshot::Receiver<Cut>,
     shutdown: CancellationToken,
     heartbeat: Interval,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     heartbeat_event: bool,
+    filter: Arc<Filter>,
+    /// The highest event id written on this stream: an id this stream writes later (on a
+    /// heartbeat) is never lower.
+    written: u64,
+    max_lag: Duration,
     /// Shutting down: write what is pending, then `__shutdown`.
     ending: bool,
     done: bool,
@@ -65,153 +125,224 @@ impl Drop for Guard {
     }
 }
 
+/// Everything [`Subscription::new`] needs from the hub's registration.
+#[derive(Debug)]
+pub(crate) struct Opening {
+    pub(crate) key: u64,
+    /// `retry:`, `__connected`, `__gap`: written first.
+    pub(crate) head: Vec<Bytes>,
+    /// History to replay (already checked against this connection's filter).
+    pub(crate) replay: Option<Arc<Published>>,
+    /// Written after the replay (`__position`).
+    pub(crate) tail: Option<Bytes>,
+    /// The highest id the opening frames carry.
+    pub(crate) written: u64,
+    pub(crate) rx: mpsc::Receiver<Arc<Published>>,
+    pub(crate) kill: oneshot::Receiver<Cut>,
+    pub(crate) filter: Arc<Filter>,
+    pub(crate) heartbeat_event: bool,
+}
+
 impl Subscription {
-    pub(crate) fn new(
-        hub: Hub,
-        key: u64,
-        initial: Vec<Bytes>,
-        rx: mpsc::Receiver<Chunk>,
-        kill: oneshot::Receiver<Cut>,
-        shutdown: CancellationToken,
-        heartbeat_event: bool,
-    ) -> Self {
+    pub(crate) fn new(hub: Hub, opening: Opening, shutdown: CancellationToken) -> Self {
         let config = hub.config();
-        // Clamped: a huge interval would overflow `Instant` arithmetic.
-        let period = config
-            .heartbeat
-            .clamp(Duration::from_millis(10), Duration::from_secs(86_400));
+        let period = config.heartbeat;
         let mut heartbeat = interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let idle = config.idle_timeout.map(|d| {
-            let d = d.min(Duration::from_secs(30 * 86_400));
-            (d, Box::pin(tokio::time::sleep(d)))
-        });
+        let idle = config
+            .idle_timeout
+            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
+        let mut pending: VecDeque<Pending> = opening.head.into_iter().map(Pending::Bytes).collect();
+        if let Some(published) = opening.replay {
+            pending.push_back(Pending::Frames { published, next: 0 });
+        }
+        pending.extend(opening.tail.map(Pending::Bytes));
         Subscription {
-            pending: initial.into(),
-            rx,
-            kill,
+            pending,
+            rx: opening.rx,
+            kill: opening.kill,
             shutdown,
             heartbeat,
             idle,
-            heartbeat_event,
+            heartbeat_event: opening.heartbeat_event,
+            filter: opening.filter,
+            written: opening.written,
+            max_lag: config.max_lag,
             ending: false,
             done: false,
-            guard: Guard { hub, key },
+            guard: Guard {
+                hub,
+                key: opening.key,
+            },
         }
     }
 
     /// The next chunk of SSE bytes, or `None` when the stream is over.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
-        if self.done {
-            return None;
-        }
-        if !self.pending.is_empty() {
-            return Some(self.take_pending());
-        }
-        if self.ending {
-            return Some(self.finish_shutdown());
-        }
-        if self.shutdown.is_cancelled() {
-            return Some(self.begin_shutdown());
-        }
-        let idle = async {
-            match &mut self.idle {
-                Some((_, sleep)) => sleep.as_mut().await,
-                None => std::future::pending().await,
+        loop {
+            if self.done {
+                return None;
             }
-        };
-        tokio::select! {
-            biased;
-            cut = &mut self.kill => {
-                self.done = true;
-                match cut {
-                    Ok(Cut::SlowConsumer) => Some(self.error_frame(
-                        "slow_consumer",
-                        "this connection fell behind and was cut; reconnect with Last-Event-ID to replay what it missed",
-                    )),
-                    Ok(Cut::Dropped) => Some(self.error_frame(
-                        "dropped",
-                        "an admin dropped this client; reconnect with Last-Event-ID to replay what it missed",
-                    )),
-                    Err(_) => None,
+            if !self.pending.is_empty() {
+                if let Some(chunk) = self.take_pending() {
+                    return Some(chunk);
                 }
+                // Nothing in what was pending is for this connection: wait for more.
+                continue;
             }
-            () = self.shutdown.cancelled() => Some(self.begin_shutdown()),
-            chunk = self.rx.recv() => match chunk {
-                Some(chunk) => {
-                    self.push(chunk);
-                    while self.pending.len() < 64 {
-                        let Ok(more) = self.rx.try_recv() else { break };
-                        self.push(more);
-                    }
-                    if let Some((d, sleep)) = &mut self.idle {
-                        sleep.as_mut().reset(Instant::now() + *d);
-                    }
-                    Some(self.take_pending())
+            if self.ending {
+                return Some(self.finish_shutdown());
+            }
+            if self.shutdown.is_cancelled() {
+                return Some(self.begin_shutdown());
+            }
+            let idle = async {
+                match &mut self.idle {
+                    Some((_, sleep)) => sleep.as_mut().await,
+                    None => std::future::pending().await,
                 }
-                None => {
+            };
+            tokio::select! {
+                biased;
+                cut = &mut self.kill => {
                     self.done = true;
-                    None
+                    return match cut {
+                        Ok(Cut::SlowConsumer) => Some(self.slow_consumer_frame()),
+                        Ok(Cut::Dropped) => Some(self.error_frame(
+                            "dropped",
+                            "an admin dropped this client; reconnect with Last-Event-ID to replay what it missed",
+                        )),
+                        Err(_) => None,
+                    };
                 }
-            },
-            _ = self.heartbeat.tick() => Some(self.heartbeat_frame()),
-            () = idle => {
-                self.done = true;
-                Some(self.error_frame("idle_timeout", "no event for the idle timeout; reconnect when you need the stream again"))
+                () = self.shutdown.cancelled() => return Some(self.begin_shutdown()),
+                published = self.rx.recv() => match published {
+                    Some(published) => {
+                        if self.lagging(&published) {
+                            return Some(self.cut_lagging());
+                        }
+                        self.push(published);
+                        while self.pending.len() < 64 {
+                            let Ok(more) = self.rx.try_recv() else { break };
+                            self.push(more);
+                        }
+                        if let Some((d, sleep)) = &mut self.idle {
+                            sleep.as_mut().reset(Instant::now() + *d);
+                        }
+                    }
+                    None => {
+                        self.done = true;
+                        return None;
+                    }
+                },
+                _ = self.heartbeat.tick() => return Some(self.heartbeat_frame()),
+                () = idle => {
+                    self.done = true;
+                    return Some(self.error_frame("idle_timeout", "no event for the idle timeout; reconnect when you need the stream again"));
+                }
             }
         }
     }
 
-    /// The subscription as a stream of chunks, ready for `axum::body::Body::from_stream`.
+    /// The subscription as a stream of chunks. For a response body, map the items into
+    /// `Result`s: `Body::from_stream(sub.into_stream().map(Ok::<_, Infallible>))` (with
+    /// `futures_util::StreamExt`), and set the SSE headers; or let [`crate::router`] do it.
     pub fn into_stream(self) -> impl Stream<Item = Bytes> + Send + 'static {
         futures_util::stream::unfold(self, |mut sub| async move {
             sub.next_chunk().await.map(|chunk| (chunk, sub))
         })
     }
 
-    fn push(&mut self, chunk: Chunk) {
-        match chunk {
-            Chunk::One(frame) => self.pending.push_back(frame),
-            Chunk::Batch(frames, None) => self.pending.extend(frames.iter().cloned()),
-            Chunk::Batch(frames, Some(indices)) => self.pending.extend(
-                indices
-                    .iter()
-                    .filter_map(|&i| frames.get(i as usize))
-                    .cloned(),
-            ),
-        }
+    fn push(&mut self, published: Arc<Published>) {
+        self.pending
+            .push_back(Pending::Frames { published, next: 0 });
+    }
+
+    /// Whether the oldest event this stream has not written is older than `max_lag`.
+    fn lagging(&self, published: &Published) -> bool {
+        let oldest = self
+            .pending
+            .iter()
+            .find_map(|p| match p {
+                Pending::Frames { published, .. } => published.at,
+                Pending::Bytes(_) => None,
+            })
+            .or(published.at);
+        oldest.is_some_and(|at| at.elapsed() > self.max_lag)
+    }
+
+    fn cut_lagging(&mut self) -> Bytes {
+        self.done = true;
+        self.guard
+            .hub
+            .count_lag_cut(&self.filter.client_id, self.max_lag);
+        self.slow_consumer_frame()
     }
 
     /// Shutdown: events already queued were counted as delivered, so they are written first.
     fn begin_shutdown(&mut self) -> Bytes {
-        while let Ok(chunk) = self.rx.try_recv() {
-            self.push(chunk);
+        while let Ok(published) = self.rx.try_recv() {
+            self.push(published);
         }
-        if self.pending.is_empty() {
-            self.finish_shutdown()
-        } else {
-            self.ending = true;
-            self.take_pending()
+        match self.take_pending() {
+            Some(chunk) => {
+                self.ending = true;
+                chunk
+            }
+            None => self.finish_shutdown(),
         }
     }
 
-    /// Joins pending frames into one chunk of at most [`MAX_CHUNK`] bytes (or one frame).
-    fn take_pending(&mut self) -> Bytes {
-        let Some(first) = self.pending.pop_front() else {
-            return Bytes::new();
-        };
-        if self.pending.is_empty() || first.len() >= MAX_CHUNK {
-            return first;
-        }
-        let mut buf = BytesMut::from(&first[..]);
-        while let Some(next) = self.pending.front() {
-            if buf.len() + next.len() > MAX_CHUNK {
-                break;
+    /// Joins pending bytes into one chunk of at most [`MAX_CHUNK`] bytes (or one frame);
+    /// `None` when nothing pending is for this connection.
+    fn take_pending(&mut self) -> Option<Bytes> {
+        let mut out: Option<Bytes> = None;
+        let mut buf: Option<BytesMut> = None;
+        let mut size = 0;
+        // Appends one frame; false when it does not fit in this chunk.
+        let mut add = |bytes: &Bytes, out: &mut Option<Bytes>, buf: &mut Option<BytesMut>| {
+            if size > 0 && size + bytes.len() > MAX_CHUNK {
+                return false;
             }
-            buf.extend_from_slice(next);
-            self.pending.pop_front();
+            size += bytes.len();
+            match (out.take(), buf.as_mut()) {
+                (None, None) => *out = Some(bytes.clone()),
+                (Some(first), None) => {
+                    let mut b = BytesMut::with_capacity(MAX_CHUNK.min(size.max(4096)));
+                    b.extend_from_slice(&first);
+                    b.extend_from_slice(bytes);
+                    *buf = Some(b);
+                }
+                (_, Some(b)) => b.extend_from_slice(bytes),
+            }
+            true
+        };
+        'outer: while let Some(front) = self.pending.front_mut() {
+            match front {
+                Pending::Bytes(bytes) => {
+                    if !add(bytes, &mut out, &mut buf) {
+                        break;
+                    }
+                    self.pending.pop_front();
+                }
+                Pending::Frames { published, next } => {
+                    while let Some(frame) = published.frames.get(*next) {
+                        if self.filter.entitled(&frame.target, &frame.event) {
+                            if !add(&frame.bytes, &mut out, &mut buf) {
+                                break 'outer;
+                            }
+                            self.written = self.written.max(frame.id);
+                        }
+                        *next += 1;
+                    }
+                    self.pending.pop_front();
+                }
+            }
         }
-        buf.freeze()
+        match buf {
+            Some(b) => Some(b.freeze()),
+            None => out,
+        }
     }
 
     fn finish_shutdown(&mut self) -> Bytes {
@@ -224,6 +355,13 @@ impl Subscription {
             &json!({ "retryMs": retry }),
         ));
         buf.freeze()
+    }
+
+    fn slow_consumer_frame(&self) -> Bytes {
+        self.error_frame(
+            "slow_consumer",
+            "this connection fell behind and was cut; reconnect with Last-Event-ID to replay what it missed",
+        )
     }
 
     fn error_frame(&self, reason: &str, message: &str) -> Bytes {
@@ -239,9 +377,16 @@ impl Subscription {
     /// is read first, and if the queue is then empty every event up to that id that this
     /// connection is entitled to has been handed over. A client that hears only heartbeats
     /// (a quiet topic) thus resumes from a recent id and gets no needless `__gap`.
-    fn heartbeat_frame(&self) -> Bytes {
+    ///
+    /// The hub stores its newest id only once a publish call's fan-out is complete, so this
+    /// stream may already have written a later event: the position is never lower than the
+    /// highest id written here, so a client's Last-Event-ID never moves backwards.
+    fn heartbeat_frame(&mut self) -> Bytes {
         let newest = self.guard.hub.newest_id();
-        let position = (self.rx.is_empty() && self.pending.is_empty()).then_some(newest);
+        let position = (self.rx.is_empty() && self.pending.is_empty()).then(|| {
+            self.written = self.written.max(newest);
+            self.written
+        });
         encode_heartbeat(position, self.heartbeat_event)
     }
 }

@@ -148,6 +148,9 @@ async fn slow_consumer_is_cut_without_slowing_anyone_and_replays_everything() {
         got.push(e.id);
     }
     assert_eq!(got, published);
+    // The position is the hub's newest id (the `end` event to the fast client).
+    let position: u64 = back.position().await.parse().unwrap();
+    assert!(position > published.last().unwrap().parse::<u64>().unwrap());
     back.assert_quiet(Duration::from_millis(300)).await;
 }
 

@@ -213,9 +213,15 @@ async fn a_resume_on_a_quiet_topic_does_not_gap_twice() {
     let res = t
         .get("/events?topics=rare", None, &[("last-event-id", &mine)])
         .await;
-    let raw = read_until(res, "\n\nid: ").await;
+    let raw = read_until(res, "event: __position\n").await;
     assert!(raw.contains("event: __gap"), "{raw:?}");
-    let position = raw.rsplit("id: ").next().unwrap().trim().to_owned();
+    let position = raw
+        .rsplit("id: ")
+        .next()
+        .and_then(|rest| rest.lines().next())
+        .unwrap()
+        .trim()
+        .to_owned();
     t.publish_ok(json!({"event": "busy", "topic": "busy"}))
         .await;
     // Resuming from that position: no gap this time.
@@ -223,6 +229,7 @@ async fn a_resume_on_a_quiet_topic_does_not_gap_twice() {
         .subscribe_with("?topics=rare", &[("Last-Event-ID", &position)])
         .await;
     assert_eq!(back.connected["replayCount"], 0);
+    back.position().await;
     back.assert_quiet(Duration::from_millis(300)).await;
 }
 

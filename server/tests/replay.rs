@@ -42,6 +42,8 @@ async fn reconnect_with_last_event_id_replays_what_was_missed_and_entitled() {
     assert_eq!((e1.id.as_str(), e1.data.as_str()), (missed_1.as_str(), "1"));
     let e2 = back.next().await;
     assert_eq!((e2.id.as_str(), e2.data.as_str()), (missed_2.as_str(), "5"));
+    // The replay ends with the position: the newest id the hub issued.
+    assert_eq!(back.position().await, missed_2);
     back.assert_quiet(QUIET).await;
     let live = t.publish_ok(json!({"event": "a", "data": 6})).await;
     assert_eq!(back.next().await.id, live);
@@ -57,12 +59,20 @@ async fn last_event_id_query_parameter_works_and_the_header_wins() {
     let mut by_query = t.subscribe(&format!("?lastEventId={one}")).await;
     assert_eq!(by_query.next().await.id, two);
     assert_eq!(by_query.next().await.id, three);
+    assert_eq!(by_query.position().await, three);
 
     let mut both = t
         .subscribe_with(&format!("?lastEventId={one}"), &[("last-event-id", &two)])
         .await;
     assert_eq!(both.next().await.id, three);
+    assert_eq!(both.position().await, three);
     both.assert_quiet(QUIET).await;
+
+    // An empty header means "no id yet" (what a browser sends): the parameter still counts.
+    let mut empty_header = t
+        .subscribe_with(&format!("?lastEventId={one}"), &[("last-event-id", "")])
+        .await;
+    assert_eq!(empty_header.next().await.id, two);
 }
 
 #[tokio::test]
@@ -93,9 +103,19 @@ async fn no_duplicates_or_holes_at_the_seam_between_history_and_live() {
     // lastEventId=0 predates this hub: a gap is announced first, then everything it holds.
     assert_eq!(sse.next().await.event, "__gap");
     for round in 0..8 {
-        for _ in 0..(10 + round * 7) {
+        let mut taken = 0;
+        while taken < 10 + round * 7 {
             let e = sse.next().await;
+            if e.event == "__position" {
+                // Never behind what this client already has.
+                let last = seen
+                    .last()
+                    .map_or(0, |id: &String| id.parse::<u64>().unwrap());
+                assert!(e.id.parse::<u64>().unwrap() >= last);
+                continue;
+            }
             seen.push(e.id);
+            taken += 1;
         }
         drop(sse);
         let last = seen.last().unwrap().clone();
@@ -103,7 +123,10 @@ async fn no_duplicates_or_holes_at_the_seam_between_history_and_live() {
     }
     let ids = publisher.await.unwrap();
     while seen.len() < TOTAL {
-        seen.push(sse.next().await.id);
+        let e = sse.next().await;
+        if e.event != "__position" {
+            seen.push(e.id);
+        }
     }
     assert_eq!(seen, ids, "every event exactly once, in order");
     sse.assert_quiet(QUIET).await;
@@ -128,6 +151,7 @@ async fn gap_is_announced_when_history_was_evicted() {
     for id in &ids[3..] {
         assert_eq!(&sse.next().await.id, id);
     }
+    assert_eq!(&sse.position().await, &ids[5]);
     sse.assert_quiet(QUIET).await;
 
     // Up to date with what the history holds: no gap.
@@ -147,6 +171,7 @@ async fn gap_is_announced_when_events_expired() {
     let gap = sse.next().await;
     assert_eq!(gap.event, "__gap");
     assert_eq!(data(&gap)["oldestAvailableId"], serde_json::Value::Null);
+    sse.position().await;
     sse.assert_quiet(QUIET).await;
 }
 
@@ -165,6 +190,7 @@ async fn up_to_date_client_gets_no_gap_and_no_replay() {
     let t = TestHub::start(config()).await;
     let last = t.publish_ok(json!({"event": "n"})).await;
     let mut sse = t.subscribe_with("", &[("Last-Event-ID", &last)]).await;
+    assert_eq!(sse.position().await, last);
     sse.assert_quiet(QUIET).await;
     let next = t.publish_ok(json!({"event": "n"})).await;
     assert_eq!(sse.next().await.id, next);

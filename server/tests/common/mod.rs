@@ -192,6 +192,18 @@ impl Sse {
         }
     }
 
+    /// Asserts that the next event is `__position` (the end of a replay) and returns its id.
+    pub async fn position(&mut self) -> String {
+        let e = self.next().await;
+        assert_eq!(
+            e.event, "__position",
+            "expected the replay's end, got {e:?}"
+        );
+        assert_eq!(e.data, "{}");
+        assert!(!e.id.is_empty(), "__position without an id");
+        e.id
+    }
+
     /// The next event, or `None` when the stream ends or nothing comes within `wait`.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Event> {
         match tokio::time::timeout(wait, self.inner.next()).await {
