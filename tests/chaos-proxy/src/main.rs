@@ -29,6 +29,11 @@
 //! - `POST /upstream/restart?downSecs=N`: SIGTERM the supervised command, wait for it to exit,
 //!   wait `N` seconds (default 0), start it again (only with a command).
 //! - `GET /status`: `{"mode","upstream","open","accepted"}`.
+//! - `GET /scenario/<name>?key=K` and `GET /scenario-log?key=K`: canned SSE streams (non-200
+//!   answers, `retry:` variants, CR/CRLF/BOM, stalls, drop after N, id-only blocks, ...) and
+//!   what each connection asked for; see [`scenario`].
+
+mod scenario;
 
 use std::{
     net::SocketAddr,
@@ -82,6 +87,8 @@ struct Shared {
     child: Mutex<Option<Supervised>>,
     open: AtomicU64,
     accepted: AtomicU64,
+    /// What each scenario connection asked for.
+    scenarios: scenario::Log,
 }
 
 struct Supervised {
@@ -153,6 +160,7 @@ async fn run() -> Result<(), BoxError> {
         child: Mutex::new(supervised),
         open: AtomicU64::new(0),
         accepted: AtomicU64::new(0),
+        scenarios: scenario::Log::default(),
     });
 
     let proxy_task = tokio::spawn(accept_loop(proxy, shared.clone()));
@@ -419,6 +427,18 @@ async fn control(mut socket: TcpStream, shared: Arc<Shared>) -> std::io::Result<
     let method = parts.next().unwrap_or_default();
     let target = parts.next().unwrap_or_default();
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let ("GET", Some(name)) = (method, path.strip_prefix("/scenario/")) {
+        let served = scenario::serve(&mut socket, &shared.scenarios, name, query, &head).await;
+        let Err(e) = served else {
+            return Ok(());
+        };
+        return answer(&mut socket, "400 Bad Request", &bad_request(&e)).await;
+    }
+    if (method, path) == ("GET", "/scenario-log") {
+        let key = scenario::query_value(query, "key").unwrap_or_default();
+        let body = shared.scenarios.json(&key);
+        return answer(&mut socket, "200 OK", &body).await;
+    }
     let result: Result<(), String> = match (method, path) {
         ("OPTIONS", _) | ("GET", "/status") => Ok(()),
         ("POST", "/mode/pass") => {
@@ -442,11 +462,17 @@ async fn control(mut socket: TcpStream, shared: Arc<Shared>) -> std::io::Result<
     };
     let (code, body) = match result {
         Ok(()) => ("200 OK", status(&shared)),
-        Err(e) => (
-            "400 Bad Request",
-            format!(r#"{{"error":{{"code":"bad_request","message":{:?}}}}}"#, e),
-        ),
+        Err(e) => ("400 Bad Request", bad_request(&e)),
     };
+    answer(&mut socket, code, &body).await
+}
+
+fn bad_request(message: &str) -> String {
+    format!(r#"{{"error":{{"code":"bad_request","message":{message:?}}}}}"#)
+}
+
+/// Writes a JSON answer (CORS open) and closes.
+async fn answer(socket: &mut TcpStream, code: &str, body: &str) -> std::io::Result<()> {
     let response = format!(
         "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\n\
          Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: *\r\n\
