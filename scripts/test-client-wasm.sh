@@ -9,7 +9,9 @@
 #      --target wasm32-unknown-unknown -p eventwire-client --features typed, with the
 #      environment this script sets),
 #   4. the release build + wasm-opt + gzip size report (scripts/build-client-wasm.sh),
-#   5. the Playwright smoke test of that optimised build against the real hub.
+#   5. the Playwright smoke test of that optimised build against the real hub,
+#   6. 200 clients of that build (in Node) cut at once: their reconnects must spread over the
+#      jitter window; prints the spread.
 # The hub runs WITHOUT --heartbeat-event: the browser tests prove the SDK asks for event
 # heartbeats itself (heartbeat=event). A second proxy + hub with --queue-capacity 1 serves the
 # slow-consumer (`__error`) test.
@@ -110,6 +112,9 @@ export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$ROOT/client-wasm/webdriver.json"
 export WASM_BINDGEN_TEST_TIMEOUT=300
 export EVENTWIRE_PROXY_URL="$PROXY_URL" EVENTWIRE_PROXY_CONTROL_URL="$CONTROL_URL"
 export EVENTWIRE_SLOW_PROXY_URL="$SLOW_PROXY_URL" EVENTWIRE_SLOW_PROXY_CONTROL_URL="$SLOW_CONTROL_URL"
+# A port bound once and closed again: nothing listens there, every connect is refused.
+DEAD_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+export EVENTWIRE_DEAD_URL="http://127.0.0.1:$DEAD_PORT"
 # --mode no-install: use the installed wasm-bindgen-test-runner and chromedriver, download
 # nothing. No -q: the runner rejects --quiet.
 wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --mode no-install \
@@ -122,5 +127,9 @@ log "Playwright smoke test of the optimised build"
 HUB_NOW="$(curl -s "$CONTROL_URL/status" | sed -E 's/.*"upstream":"([^"]+)".*/\1/')"
 NODE_PATH="$ROOT/.tools/npm/node_modules" node "$ROOT/tests/client-smoke/smoke.mjs" \
   "$TARGET_DIR/client-wasm-pkg" "$HUB_NOW"
+
+log "reconnect spread: 200 clients of the optimised build cut at once (Node's EventSource)"
+node --experimental-eventsource --no-warnings "$ROOT/tests/client-smoke/spread.mjs" \
+  "$TARGET_DIR/client-wasm-pkg" "$PROXY_URL" "$CONTROL_URL"
 
 log "client-wasm: all passed"

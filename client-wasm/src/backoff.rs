@@ -8,7 +8,9 @@
 //! let backoff = Backoff { jitter: 0.0, ..Backoff::default() };
 //! assert_eq!(backoff.delay_ms(1, 0.0), Some(2_000));
 //! assert_eq!(backoff.delay_ms(2, 0.0), Some(4_000));
-//! assert_eq!(backoff.delay_ms(6, 0.0), None); // past maxAttempts (5)
+//! assert_eq!(backoff.delay_ms(6, 0.0), Some(30_000)); // capped, and never gives up
+//! let five = Backoff { max_attempts: 5, ..backoff };
+//! assert_eq!(five.delay_ms(6, 0.0), None); // past maxAttempts
 //! ```
 
 /// Settings of the reconnect backoff (the `backoff` option).
@@ -16,7 +18,7 @@
 /// The delay before attempt `n` (1-based) is `min(initialDelayMs × factorⁿ⁻¹, maxDelayMs)`,
 /// reduced by a random share of at most `jitter` of itself, so clients that lost the same hub
 /// at the same moment do not all come back at the same moment. A delay never exceeds
-/// `maxDelayMs`.
+/// `maxDelayMs`, except when the hub asks for more ([`Backoff::delay_with_floor_ms`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// Delay before the first retry, in milliseconds (`initialDelayMs`, default 2000).
@@ -25,7 +27,8 @@ pub struct Backoff {
     pub factor: f64,
     /// Upper bound of any delay, in milliseconds (`maxDelayMs`, default 30000).
     pub max_delay_ms: u32,
-    /// Retries before giving up with `retries_exhausted` (`maxAttempts`, default 5).
+    /// Retries before giving up with `retries_exhausted` (`maxAttempts`; default `u32::MAX`,
+    /// which never gives up: the delay is capped at `max_delay_ms`).
     pub max_attempts: u32,
     /// Share of each delay that is randomised, from 0 (none) to 1 (`jitter`, default 0.5).
     pub jitter: f64,
@@ -37,7 +40,7 @@ impl Default for Backoff {
             initial_delay_ms: 2_000,
             factor: 2.0,
             max_delay_ms: 30_000,
-            max_attempts: 5,
+            max_attempts: u32::MAX,
             jitter: 0.5,
         }
     }
@@ -85,6 +88,17 @@ impl Backoff {
         let delay = base * (1.0 - jitter * random);
         Some(crate::num::round(delay) as u32)
     }
+
+    /// Like [`Backoff::delay_ms`], with a floor the hub asked for (its `retryMs`): the whole
+    /// jitter window moves up until its low end is at least `floor_ms`, so the delay is never
+    /// shorter than the hub asked and clients still spread over the same window width (a
+    /// plain `max(delay, floor)` would send them all back at the floor, in one wave).
+    pub fn delay_with_floor_ms(&self, attempt: u32, random: f64, floor_ms: u32) -> Option<u32> {
+        let delay = self.delay_ms(attempt, random)?;
+        let base = f64::from(self.base_delay_ms(attempt));
+        let low = crate::num::round(base * (1.0 - self.jitter.clamp(0.0, 1.0))) as u32;
+        Some(delay.saturating_add(floor_ms.saturating_sub(low)))
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +118,7 @@ mod tests {
         assert_eq!(b.initial_delay_ms, 2_000);
         assert_eq!(b.factor, 2.0);
         assert_eq!(b.max_delay_ms, 30_000);
-        assert_eq!(b.max_attempts, 5);
+        assert_eq!(b.max_attempts, u32::MAX);
         assert_eq!(b.jitter, 0.5);
     }
 
@@ -130,7 +144,10 @@ mod tests {
 
     #[test]
     fn stops_after_max_attempts() {
-        let b = no_jitter();
+        let b = Backoff {
+            max_attempts: 5,
+            ..no_jitter()
+        };
         assert!(b.delay_ms(5, 0.0).is_some());
         assert_eq!(b.delay_ms(6, 0.0), None);
         let none = Backoff {
@@ -169,6 +186,36 @@ mod tests {
             ..no_jitter()
         };
         assert_eq!(huge.delay_ms(4_000_000, 0.0), Some(30_000));
+    }
+
+    #[test]
+    fn by_default_never_gives_up_and_stays_capped() {
+        let b = Backoff::default();
+        for attempt in [6, 100, 10_000, u32::MAX] {
+            let d = b.delay_ms(attempt, 0.3);
+            assert!(
+                d.is_some_and(|d| (15_000..=30_000).contains(&d)),
+                "{attempt}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_floor_moves_the_jitter_window_up_and_keeps_its_width() {
+        let b = Backoff::default(); // first delay in [1000, 2000]
+                                    // A floor below the window changes nothing.
+        assert_eq!(b.delay_with_floor_ms(1, 0.5, 500), b.delay_ms(1, 0.5));
+        // A floor inside or above it: [floor, floor + 1000].
+        assert_eq!(b.delay_with_floor_ms(1, 0.0, 1_500), Some(2_500));
+        assert_eq!(b.delay_with_floor_ms(1, 1.0, 1_500), Some(1_500));
+        assert_eq!(b.delay_with_floor_ms(1, 0.0, 5_000), Some(6_000));
+        assert_eq!(b.delay_with_floor_ms(1, 1.0, 5_000), Some(5_000));
+        // Past maxAttempts the floor does not revive it.
+        let one = Backoff {
+            max_attempts: 1,
+            ..b
+        };
+        assert_eq!(one.delay_with_floor_ms(2, 0.0, 5_000), None);
     }
 
     #[test]

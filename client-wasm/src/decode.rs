@@ -12,8 +12,10 @@
 pub enum SystemEvent {
     /// `__connected`: first event of every stream, announces `heartbeatSecs`.
     Connected,
-    /// `__heartbeat`: the hub is alive.
+    /// `__heartbeat`: the hub is alive; its `id:` (when present) is the connection's position.
     Heartbeat,
+    /// `__position`: dispatched only to move the client's last event id (after a replay).
+    Position,
     /// `__gap`: the history no longer reaches back to our Last-Event-ID.
     Gap,
     /// `__error`: the hub ends this stream on purpose; reconnect after `retryMs`.
@@ -24,9 +26,10 @@ pub enum SystemEvent {
 
 impl SystemEvent {
     /// Every system event, for attaching listeners.
-    pub const ALL: [SystemEvent; 5] = [
+    pub const ALL: [SystemEvent; 6] = [
         Self::Connected,
         Self::Heartbeat,
+        Self::Position,
         Self::Gap,
         Self::Error,
         Self::Shutdown,
@@ -37,6 +40,7 @@ impl SystemEvent {
         match self {
             Self::Connected => "__connected",
             Self::Heartbeat => "__heartbeat",
+            Self::Position => "__position",
             Self::Gap => "__gap",
             Self::Error => "__error",
             Self::Shutdown => "__shutdown",

@@ -21,9 +21,11 @@
 //! ```
 //!
 //! What it adds to a bare `EventSource`: listeners that survive reconnects and can be added
-//! before the connection opens; JSON-or-text payload decoding; its own exponential backoff
-//! with jitter once the browser gives up (readyState CLOSED), carrying the last event id as the
-//! `lastEventId` query parameter so the hub replays what was missed; reconnect after the hub's
+//! before the connection opens; JSON-or-text payload decoding; it owns every reconnect: on any
+//! failure it closes the `EventSource` (whose own retry has a fixed delay, no jitter and no
+//! end) and reconnects on its own exponential backoff with jitter, never giving up by default,
+//! carrying the last event id as the `lastEventId` query parameter so the hub replays what was
+//! missed (an empty `id:` line resets that id, as the HTML spec says); reconnect after the hub's
 //! `__shutdown` / `__error` hint, on `online` and when a hidden page comes back; a watchdog for
 //! half-open connections; tokens refreshed before every connect. The wire contract is the
 //! repository's `docs/PROTOCOL.md`.

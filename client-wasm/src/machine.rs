@@ -5,12 +5,20 @@
 //! from outside, so every path is tested natively.
 //!
 //! Rules it implements (see the crate docs):
-//! - while the `EventSource` is retrying by itself (`error` with readyState CONNECTING) it
-//!   leaves it alone; at CLOSED it waits the backoff delay and opens a new one, carrying the
-//!   last event id as the `lastEventId` query parameter;
-//! - after `maxAttempts` failed attempts it ends CLOSED with `retries_exhausted`; attempts
-//!   reset once a connection has stayed open for [`HEALTHY_AFTER_MS`];
-//! - `__shutdown` / `__error` close the stream and reconnect after the hinted delay;
+//! - the SDK owns every reconnect: on any `EventSource` failure (an `error` event, whatever
+//!   the readyState: the browser's own retry, a fixed `retry:` delay with no jitter and no
+//!   attempt count, is never left running) it closes the `EventSource`, waits the backoff
+//!   delay (exponential, with jitter) and opens a new one, carrying the last event id as the
+//!   `lastEventId` query parameter; every failure counts as an attempt and announces
+//!   `reconnecting { attempt, delayMs }`;
+//! - the hub's `retryMs` (from `__connected`, `__shutdown` or `__error`) is the floor of the
+//!   first delay after a connection is lost ([`Backoff::delay_with_floor_ms`]);
+//! - by default it never gives up (the delay is capped); with `maxAttempts` it ends CLOSED
+//!   with `retries_exhausted` after that many failed attempts; attempts reset once a
+//!   connection has stayed open for [`HEALTHY_AFTER_MS`];
+//! - `__shutdown` / `__error` close the stream and reconnect after at least the hinted delay;
+//! - the last event id is the `lastEventId` of the last dispatched event, exactly as the
+//!   `EventSource` reports it: an empty `id:` line resets it (HTML spec);
 //! - `online`, or a hidden page made visible while the connection is down, reconnect at once;
 //! - the watchdog treats a connection that received nothing for the heartbeat timeout as dead;
 //!   every connection asks for `__heartbeat` events (`heartbeat=event`), and the default
@@ -28,6 +36,7 @@
 
 use crate::prelude::*;
 use crate::{
+    backoff::Backoff,
     decode::millis_hint,
     options::Options,
     text::{cat, push_uint},
@@ -164,20 +173,23 @@ pub enum Input {
         /// Current time in ms.
         now_ms: f64,
     },
-    /// The `EventSource` fired `error`; `ready_state` is its readyState at that moment.
+    /// The `EventSource` fired `error` (whatever its readyState: connection refused, a
+    /// non-200 answer, a connection cut mid-stream).
     SourceError {
-        /// The `EventSource`'s readyState.
-        ready_state: ReadyState,
         /// Current time in ms.
         now_ms: f64,
     },
-    /// Any event arrived on the stream; `id` is its `lastEventId` when it had one.
+    /// Any event was dispatched on the stream (application or system event).
     Activity {
-        /// The event's id (application events only; system events carry none).
-        id: Option<String>,
+        /// The event's [`lastEventId`](https://html.spec.whatwg.org/multipage/server-sent-events.html#dom-messageevent-lasteventid):
+        /// the `EventSource`'s last event ID buffer when it was dispatched (`""` when none was
+        /// set, or after an empty `id:` line).
+        id: String,
     },
-    /// `__connected` arrived with this `heartbeatSecs` and `heartbeatEvent`.
+    /// `__connected` arrived with this `heartbeatSecs`, `heartbeatEvent` and `retryMs`.
     Connected {
+        /// The hub's reconnect delay (`retryMs`), the floor of the first backoff delay.
+        retry_ms: Option<f64>,
         /// The hub's heartbeat interval in seconds.
         heartbeat_secs: Option<f64>,
         /// Whether this connection's heartbeats come as `__heartbeat` events (visible to
@@ -287,6 +299,11 @@ pub struct Machine {
     heartbeat_ms: Option<u32>,
     /// Whether the last `__connected` confirmed `__heartbeat` events.
     heartbeat_event: bool,
+    /// The hub's last `retryMs` hint: the floor of the first delay after a loss.
+    retry_floor_ms: Option<u32>,
+    /// The `lastEventId` the current `EventSource` last reported. A new `EventSource` starts
+    /// at `""`, so `""` only resets the id once this connection has reported another one.
+    source_id: String,
     rng: u64,
 }
 
@@ -305,6 +322,8 @@ impl Machine {
             opened_at: None,
             heartbeat_ms: None,
             heartbeat_event: false,
+            retry_floor_ms: None,
+            source_id: String::new(),
             rng: seed | 1,
         }
     }
@@ -412,41 +431,41 @@ impl Machine {
                     self.lost(Some(now_ms), ErrorKind::Connection, message, None, out);
                 }
             }
-            Input::SourceError {
-                ready_state,
-                now_ms,
-            } => match (self.phase, ready_state) {
-                (Phase::Open | Phase::Connecting, ReadyState::Connecting) => {
-                    // The browser reconnects by itself (and sends Last-Event-ID): leave it.
-                    self.phase = Phase::Connecting;
-                    self.note_health(now_ms);
-                    self.set_state(ReadyState::Connecting, out);
-                    out.run(Command::Emit(Lifecycle::Error {
-                        kind: ErrorKind::Connection,
-                        message: "connection lost; the browser is reconnecting".into(),
-                    }));
-                }
-                (Phase::Open | Phase::Connecting, _) => self.lost(
+            Input::SourceError { now_ms } => {
+                // Whatever the readyState: the browser's own retry is never left running.
+                let message = match self.phase {
+                    Phase::Open => "connection lost",
+                    Phase::Connecting => "connection failed",
+                    _ => return,
+                };
+                self.lost(
                     Some(now_ms),
                     ErrorKind::Connection,
-                    "connection failed".into(),
+                    message.into(),
                     None,
                     out,
-                ),
-                _ => {}
-            },
+                );
+            }
             Input::Activity { id } => {
-                if let Some(id) = id.filter(|id| !id.is_empty()) {
-                    self.last_event_id = Some(id);
+                if !matches!(self.phase, Phase::Open | Phase::Connecting) {
+                    return;
                 }
-                if matches!(self.phase, Phase::Open | Phase::Connecting) {
-                    self.arm_watchdog(out);
+                // Adopted only when it changed on this connection: a new `EventSource`
+                // starts at "", which is not a reset; an empty `id:` line after an id is.
+                if id != self.source_id {
+                    self.last_event_id = Some(id.clone()).filter(|id| !id.is_empty());
+                    self.source_id = id;
                 }
+                self.arm_watchdog(out);
             }
             Input::Connected {
+                retry_ms,
                 heartbeat_secs,
                 heartbeat_event,
             } => {
+                if let Some(floor) = millis_hint(retry_ms) {
+                    self.retry_floor_ms = Some(floor);
+                }
                 self.heartbeat_ms = millis_hint(heartbeat_secs.map(|s| s * 1000.0));
                 self.heartbeat_event = heartbeat_event;
                 if matches!(self.phase, Phase::Open | Phase::Connecting) {
@@ -465,9 +484,11 @@ impl Machine {
                     } else {
                         ErrorKind::Connection
                     };
-                    let delay =
-                        millis_hint(retry_ms).unwrap_or(self.options.backoff.initial_delay_ms);
-                    self.lost(Some(now_ms), kind, message, Some(delay), out);
+                    let floor = millis_hint(retry_ms);
+                    if floor.is_some() {
+                        self.retry_floor_ms = floor;
+                    }
+                    self.lost(Some(now_ms), kind, message, floor, out);
                 }
             }
             Input::WatchdogFired { now_ms } => {
@@ -550,6 +571,7 @@ impl Machine {
             // Page code never sees SSE comments: ask for heartbeats the watchdog can see.
             ("heartbeat", "event"),
         ];
+        self.source_id.clear();
         out.run(Command::OpenSource {
             seq: self.seq,
             url: with_query(&self.base_url, &params),
@@ -565,13 +587,15 @@ impl Machine {
         }
     }
 
-    /// The connection is gone: close it, then retry after `delay` (or the backoff), or give up.
+    /// The connection is gone: close it, then retry after the backoff delay, or give up.
+    /// `floor` is a delay the hub asked for on this loss (`__shutdown`/`__error`); the first
+    /// attempt after a loss also respects the hub's last `retryMs`.
     fn lost(
         &mut self,
         now_ms: Option<f64>,
         kind: ErrorKind,
         message: String,
-        delay: Option<u32>,
+        floor: Option<u32>,
         out: &mut impl Io,
     ) {
         if let Some(now) = now_ms {
@@ -582,10 +606,15 @@ impl Machine {
         out.run(Command::ClearWatchdog);
         out.run(Command::Emit(Lifecycle::Error { kind, message }));
         self.attempts = self.attempts.saturating_add(1);
-        let backoff = self.options.backoff;
+        let backoff: Backoff = self.options.backoff;
         let random = self.random();
-        let delay = match backoff.delay_ms(self.attempts, random) {
-            Some(backoff_delay) => delay.unwrap_or(backoff_delay),
+        let floor = match floor {
+            Some(floor) => floor,
+            None if self.attempts == 1 => self.retry_floor_ms.unwrap_or(0),
+            None => 0,
+        };
+        let delay = match backoff.delay_with_floor_ms(self.attempts, random, floor) {
+            Some(delay) => delay,
             None => {
                 self.phase = Phase::Closed;
                 self.set_state(ReadyState::Closed, out);
@@ -794,25 +823,85 @@ mod tests {
     }
 
     #[test]
-    fn browser_retry_is_left_alone() {
+    fn every_failure_closes_the_source_and_backs_off_with_an_announced_attempt() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let cmds = run(
+        // A connection lost mid-stream (the browser would retry by itself: it is not let).
+        let cmds = run(&mut m, Input::SourceError { now_ms: 50.0 });
+        assert_eq!(cmds.first(), Some(&Command::CloseSource));
+        assert!(cmds.contains(&Command::SetRetryTimer { ms: 100 }));
+        assert!(emits(&cmds).contains(&Lifecycle::Reconnecting {
+            attempt: 1,
+            delay_ms: 100
+        }));
+        assert_eq!(m.ready_state(), ReadyState::Connecting);
+        assert_eq!(m.attempts(), 1);
+        // The retry fails before opening (connection refused): attempt 2, counted too.
+        let _ = run(&mut m, Input::RetryTimerFired);
+        let cmds = run(&mut m, Input::SourceError { now_ms: 60.0 });
+        assert_eq!(cmds.first(), Some(&Command::CloseSource));
+        assert!(emits(&cmds).contains(&Lifecycle::Reconnecting {
+            attempt: 2,
+            delay_ms: 200
+        }));
+        assert_eq!(m.attempts(), 2);
+        // An error while waiting (a stale source) changes nothing.
+        assert!(run(&mut m, Input::SourceError { now_ms: 70.0 }).is_empty());
+    }
+
+    #[test]
+    fn defaults_never_give_up_with_a_capped_delay() {
+        let mut m = machine(Options::default());
+        let _ = run(&mut m, Input::Connect);
+        let mut last = 0;
+        for i in 0..200 {
+            let cmds = run(
+                &mut m,
+                Input::SourceError {
+                    now_ms: f64::from(i),
+                },
+            );
+            let delay = cmds.iter().find_map(|c| match c {
+                Command::SetRetryTimer { ms } => Some(*ms),
+                _ => None,
+            });
+            last = delay.unwrap_or_else(|| panic!("gave up at attempt {}: {cmds:?}", i + 1));
+            assert!(last <= 30_000);
+            assert!(url_of(&run(&mut m, Input::RetryTimerFired)).is_some());
+        }
+        assert!(last >= 15_000, "{last}");
+        assert_eq!(m.attempts(), 200);
+    }
+
+    #[test]
+    fn the_hubs_retry_is_the_floor_of_the_first_delay_only() {
+        let mut m = machine(Options {
+            backoff: Backoff {
+                max_attempts: 10,
+                ..opts().backoff
+            },
+            ..opts()
+        });
+        open(&mut m, 0.0);
+        let _ = run(
             &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Connecting,
-                now_ms: 50.0,
+            Input::Connected {
+                retry_ms: Some(700.0),
+                heartbeat_secs: None,
+                heartbeat_event: false,
             },
         );
-        assert!(!cmds.contains(&Command::CloseSource));
-        assert!(!cmds
-            .iter()
-            .any(|c| matches!(c, Command::SetRetryTimer { .. })));
-        assert_eq!(m.ready_state(), ReadyState::Connecting);
-        assert_eq!(m.attempts(), 0);
-        // The browser gets through: open again.
-        let cmds = run(&mut m, Input::Opened { now_ms: 60.0 });
-        assert!(emits(&cmds).contains(&Lifecycle::Open));
+        let cmds = run(&mut m, Input::SourceError { now_ms: 1.0 });
+        assert!(
+            cmds.contains(&Command::SetRetryTimer { ms: 700 }),
+            "{cmds:?}"
+        );
+        let _ = run(&mut m, Input::RetryTimerFired);
+        let cmds = run(&mut m, Input::SourceError { now_ms: 2.0 });
+        assert!(
+            cmds.contains(&Command::SetRetryTimer { ms: 200 }),
+            "{cmds:?}"
+        );
     }
 
     #[test]
@@ -824,7 +913,6 @@ mod tests {
             let cmds = run(
                 &mut m,
                 Input::SourceError {
-                    ready_state: ReadyState::Closed,
                     now_ms: f64::from(i),
                 },
             );
@@ -840,13 +928,7 @@ mod tests {
             assert!(url_of(&cmds).is_some());
         }
         assert_eq!(delays, [100, 200, 400]);
-        let cmds = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 5.0,
-            },
-        );
+        let cmds = run(&mut m, Input::SourceError { now_ms: 5.0 });
         let e = emits(&cmds);
         assert!(e.contains(&Lifecycle::StateChange(ReadyState::Closed)));
         assert!(e.contains(&Lifecycle::Error {
@@ -864,27 +946,11 @@ mod tests {
     fn reconnect_carries_the_last_event_id() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let _ = run(
-            &mut m,
-            Input::Activity {
-                id: Some("41".into()),
-            },
-        );
-        let _ = run(&mut m, Input::Activity { id: None });
-        let _ = run(
-            &mut m,
-            Input::Activity {
-                id: Some("42".into()),
-            },
-        );
+        let _ = run(&mut m, Input::Activity { id: "41".into() });
+        let _ = run(&mut m, Input::Activity { id: "41".into() });
+        let _ = run(&mut m, Input::Activity { id: "42".into() });
         assert_eq!(m.last_event_id(), Some("42"));
-        let _ = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 1.0,
-            },
-        );
+        let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
         let cmds = run(&mut m, Input::RetryTimerFired);
         assert_eq!(
             url_of(&cmds).as_deref(),
@@ -893,34 +959,56 @@ mod tests {
     }
 
     #[test]
+    fn the_id_follows_the_event_sources_last_event_id_and_an_empty_id_line_resets_it() {
+        let mut m = machine(Options {
+            last_event_id: Some("5".into()),
+            ..opts()
+        });
+        open(&mut m, 0.0);
+        // A new EventSource reports "" until an `id:` line: not a reset.
+        let _ = run(&mut m, Input::Activity { id: String::new() });
+        assert_eq!(m.last_event_id(), Some("5"));
+        // `id: 7` on a system event (`__position`, `__heartbeat`) counts like any other.
+        let _ = run(&mut m, Input::Activity { id: "7".into() });
+        assert_eq!(m.last_event_id(), Some("7"));
+        // An empty `id:` line after it: reset, and the reconnect names no id.
+        let _ = run(&mut m, Input::Activity { id: String::new() });
+        assert_eq!(m.last_event_id(), None);
+        let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
+        let cmds = run(&mut m, Input::RetryTimerFired);
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?heartbeat=event")
+        );
+        // On the new connection "" is again just "nothing yet"; an id is adopted.
+        let _ = run(&mut m, Input::Opened { now_ms: 2.0 });
+        let _ = run(&mut m, Input::Activity { id: "9".into() });
+        let _ = run(&mut m, Input::SourceError { now_ms: 3.0 });
+        // Nothing from a closed source counts.
+        assert!(run(&mut m, Input::Activity { id: String::new() }).is_empty());
+        let cmds = run(&mut m, Input::RetryTimerFired);
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?lastEventId=9&heartbeat=event")
+        );
+    }
+
+    #[test]
     fn attempts_reset_after_a_healthy_connection_only() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let _ = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 10.0,
-            },
-        );
+        let _ = run(&mut m, Input::SourceError { now_ms: 10.0 });
         assert_eq!(m.attempts(), 1);
         let _ = run(&mut m, Input::RetryTimerFired);
         let _ = run(&mut m, Input::Opened { now_ms: 100.0 });
         // Short-lived: the count goes on.
-        let _ = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 200.0,
-            },
-        );
+        let _ = run(&mut m, Input::SourceError { now_ms: 200.0 });
         assert_eq!(m.attempts(), 2);
         let _ = run(&mut m, Input::RetryTimerFired);
         let _ = run(&mut m, Input::Opened { now_ms: 1_000.0 });
         let cmds = run(
             &mut m,
             Input::SourceError {
-                ready_state: ReadyState::Closed,
                 now_ms: 1_000.0 + HEALTHY_AFTER_MS,
             },
         );
@@ -932,7 +1020,7 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_and_server_error_use_the_hinted_delay() {
+    fn shutdown_and_server_error_wait_at_least_the_hinted_delay() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
         let cmds = run(
@@ -961,7 +1049,20 @@ mod tests {
             kind: ErrorKind::Server,
             message: "slow consumer".into()
         }));
-        assert!(cmds.contains(&Command::SetRetryTimer { ms: 100 }));
+        // No hint this time, second attempt: the backoff's own delay.
+        assert!(cmds.contains(&Command::SetRetryTimer { ms: 200 }));
+        // A hint below the backoff's delay does not shorten it.
+        let _ = run(&mut m, Input::RetryTimerFired);
+        let cmds = run(
+            &mut m,
+            Input::Ended {
+                retry_ms: Some(10.0),
+                server: true,
+                message: "dropped".into(),
+                now_ms: 30.0,
+            },
+        );
+        assert!(cmds.contains(&Command::SetRetryTimer { ms: 400 }));
     }
 
     #[test]
@@ -975,10 +1076,7 @@ mod tests {
         assert_eq!(m.ready_state(), ReadyState::Closed);
         for input in [
             Input::Opened { now_ms: 1.0 },
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 1.0,
-            },
+            Input::SourceError { now_ms: 1.0 },
             Input::RetryTimerFired,
             Input::WatchdogFired { now_ms: 1.0 },
             Input::Online,
@@ -996,28 +1094,17 @@ mod tests {
         // Nothing to do while open.
         assert!(run(&mut m, Input::Online).is_empty());
         assert!(run(&mut m, Input::Visible).is_empty());
-        let _ = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 1.0,
-            },
-        );
+        let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
         let cmds = run(&mut m, Input::Online);
         assert_eq!(cmds.first(), Some(&Command::ClearRetryTimer));
         assert!(url_of(&cmds).is_some());
-        let _ = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 2.0,
-            },
-        );
+        let _ = run(&mut m, Input::SourceError { now_ms: 2.0 });
         assert!(url_of(&run(&mut m, Input::Visible)).is_some());
     }
 
     fn connected(heartbeat_secs: f64, heartbeat_event: bool) -> Input {
         Input::Connected {
+            retry_ms: None,
             heartbeat_secs: Some(heartbeat_secs),
             heartbeat_event,
         }
@@ -1032,22 +1119,10 @@ mod tests {
             Some("http://hub/events?heartbeat=event")
         );
         let _ = run(&mut m, Input::Opened { now_ms: 0.0 });
-        let _ = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 1.0,
-            },
-        );
+        let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
         // Backoff retry, online, reconnect(): every URL asks again.
         let retry = url_of(&run(&mut m, Input::RetryTimerFired)).unwrap_or_default();
-        let _ = run(
-            &mut m,
-            Input::SourceError {
-                ready_state: ReadyState::Closed,
-                now_ms: 2.0,
-            },
-        );
+        let _ = run(&mut m, Input::SourceError { now_ms: 2.0 });
         let online = url_of(&run(&mut m, Input::Online)).unwrap_or_default();
         let manual = url_of(&run(&mut m, Input::Reconnect)).unwrap_or_default();
         for url in [retry, online, manual] {
@@ -1089,14 +1164,9 @@ mod tests {
         let cmds = run(&mut m, connected(2.0, true));
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
         // Any event (a `__heartbeat` or an application event) re-arms it.
-        let cmds = run(&mut m, Input::Activity { id: None });
+        let cmds = run(&mut m, Input::Activity { id: "41".into() });
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
-        let cmds = run(
-            &mut m,
-            Input::Activity {
-                id: Some("1".into()),
-            },
-        );
+        let cmds = run(&mut m, Input::Activity { id: "1".into() });
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
         let cmds = run(&mut m, Input::WatchdogFired { now_ms: 9.0 });
         assert_eq!(cmds.first(), Some(&Command::CloseSource));
@@ -1123,12 +1193,7 @@ mod tests {
         // dead, so there is no default watchdog and events do not arm one.
         let cmds = run(&mut m, connected(2.0, false));
         assert_eq!(cmds, [Command::ClearWatchdog]);
-        let cmds = run(
-            &mut m,
-            Input::Activity {
-                id: Some("1".into()),
-            },
-        );
+        let cmds = run(&mut m, Input::Activity { id: "1".into() });
         assert_eq!(cmds, [Command::ClearWatchdog]);
         assert_eq!(m.watchdog_ms(), None);
         // Confirmed on one connection, then a hub that says no: the watchdog is cleared.
@@ -1184,13 +1249,7 @@ mod tests {
         let _ = run(&mut m, Input::Connect);
         let mut seen = Vec::new();
         for _ in 0..20 {
-            let cmds = run(
-                &mut m,
-                Input::SourceError {
-                    ready_state: ReadyState::Closed,
-                    now_ms: 0.0,
-                },
-            );
+            let cmds = run(&mut m, Input::SourceError { now_ms: 0.0 });
             let _ = run(&mut m, Input::RetryTimerFired);
             for c in cmds {
                 if let Command::SetRetryTimer { ms } = c {

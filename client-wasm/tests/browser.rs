@@ -35,6 +35,8 @@ const PROXY: Option<&str> = option_env!("EVENTWIRE_PROXY_URL");
 const CONTROL: Option<&str> = option_env!("EVENTWIRE_PROXY_CONTROL_URL");
 const SLOW_PROXY: Option<&str> = option_env!("EVENTWIRE_SLOW_PROXY_URL");
 const SLOW_CONTROL: Option<&str> = option_env!("EVENTWIRE_SLOW_PROXY_CONTROL_URL");
+/// A URL where nothing listens (a port bound once, then closed): every connect is refused.
+const DEAD_URL: Option<&str> = option_env!("EVENTWIRE_DEAD_URL");
 
 fn proxy_url() -> String {
     PROXY
@@ -1214,4 +1216,291 @@ async fn drop_before_the_first_event_still_replays_from_the_connected_id() {
     sleep(300).await;
     assert_eq!(seen.ids("seq"), ids);
     assert_eq!(seen.data("seq"), ["1", "2"]);
+}
+
+#[wasm_bindgen_test]
+async fn dead_host_ends_in_retries_exhausted_after_exactly_max_attempts() {
+    // Connection refused: the browser would retry by itself every `retry:` forever (readyState
+    // CONNECTING). The SDK closes it and counts every failure.
+    let dead = DEAD_URL.expect("build with EVENTWIRE_DEAD_URL (scripts/test-client-wasm.sh does)");
+    let client = Client::builder(format!("{dead}/events"))
+        .backoff(fast_backoff(100, 3))
+        .build()
+        .unwrap();
+    let seen = Rc::new(Seen::default());
+    let _subs = seen.watch(&client, &["reconnecting", "error", "open"]);
+    let exhausted = || {
+        seen.errors()
+            .iter()
+            .any(|(k, _)| *k == ErrorKind::RetriesExhausted)
+    };
+    assert!(
+        wait_until(10_000.0, exhausted).await,
+        "never gave up: {:?} {:?}",
+        seen.errors(),
+        seen.reconnecting()
+    );
+    assert_eq!(client.ready_state(), ReadyState::Closed);
+    assert_eq!(
+        seen.reconnecting()
+            .iter()
+            .map(|r| (r.1, r.2))
+            .collect::<Vec<_>>(),
+        [(1, 100), (2, 200), (3, 400)]
+    );
+    // Every failure counted: the first connect and the three retries.
+    assert_eq!(client.reconnect_attempts(), 4);
+    let connection_errors = seen
+        .errors()
+        .iter()
+        .filter(|(k, _)| *k == ErrorKind::Connection)
+        .count();
+    assert_eq!(connection_errors, 4, "{:?}", seen.errors());
+    // Closed for good: nothing further happens.
+    sleep(1_000).await;
+    assert_eq!(seen.reconnecting().len(), 3);
+    assert_eq!(seen.count("open"), 0);
+}
+
+#[wasm_bindgen_test]
+async fn with_default_max_attempts_a_hub_answering_503_for_long_is_not_given_up_on() {
+    let _lock = ProxyLock::acquire().await;
+    let client_id = unique("patient");
+    // Default maxAttempts (never give up); short delays so the outage spans many attempts
+    // (the old default gave up after 5).
+    let client = Client::builder(format!("{}/events", proxy_url()))
+        .client_id(&client_id)
+        .backoff(Backoff {
+            initial_delay_ms: 100,
+            max_delay_ms: 400,
+            ..Backoff::default()
+        })
+        .build()
+        .unwrap();
+    let seen = Rc::new(Seen::default());
+    let _subs = seen.watch(&client, &["open", "reconnecting", "error", "msg"]);
+    assert!(wait_until(5_000.0, || seen.count("open") == 1).await);
+    proxy_mode("/mode/drop").await;
+    assert!(
+        wait_until(20_000.0, || seen.reconnecting().len() >= 12).await,
+        "{:?}",
+        seen.reconnecting()
+    );
+    assert!(
+        !seen
+            .errors()
+            .iter()
+            .any(|(k, _)| *k == ErrorKind::RetriesExhausted),
+        "gave up"
+    );
+    assert_eq!(client.ready_state(), ReadyState::Connecting);
+    // The delay is capped: it stops growing at maxDelayMs.
+    assert!(seen.reconnecting().iter().all(|r| r.2 <= 400));
+    proxy_mode("/mode/pass").await;
+    assert!(
+        wait_until(10_000.0, || seen.count("open") == 2).await,
+        "did not come back on its own"
+    );
+    let _ = publish(&format!(
+        r#"{{"event":"msg","data":1,"clientId":"{client_id}"}}"#
+    ))
+    .await;
+    assert!(wait_until(5_000.0, || seen.count("msg") == 1).await);
+}
+
+// --- Canned scenarios (the chaos proxy's `/scenario/<name>` routes; the npm package's tests
+// run the same ones against the optimised build) ----------------------------------------------
+
+/// The URL of scenario `name` for a fresh key; returns it with the key.
+fn scenario(name: &str) -> (String, String) {
+    let key = unique(name);
+    (format!("{}/scenario/{name}?key={key}", control_url()), key)
+}
+
+/// The `lastEventId` each connection of `key` asked for, in order.
+async fn scenario_log(key: &str) -> Vec<Option<String>> {
+    let log = fetch_json(
+        "GET",
+        &format!("{}/scenario-log?key={key}", control_url()),
+        None,
+    )
+    .await;
+    let requests: js_sys::Array = Reflect::get(&log, &"requests".into()).unwrap().into();
+    requests
+        .iter()
+        .map(|r| get_str(&r, "lastEventId"))
+        .collect()
+}
+
+/// Opens a client on scenario `name`, waits for its second connection; returns the client,
+/// what it saw, and what each connection asked for.
+async fn run_scenario(
+    name: &str,
+    types: &[&str],
+) -> (
+    Client,
+    Rc<Seen>,
+    Vec<Option<String>>,
+    Vec<eventwire_client::Subscription>,
+) {
+    let (url, key) = scenario(name);
+    // The watchdog only where the scenario stalls (the second connection is idle too).
+    let watchdog = if name == "stall" { 600 } else { 0 };
+    let client = Client::builder(url)
+        .backoff(fast_backoff(100, 20))
+        .heartbeat_timeout_ms(watchdog)
+        .build()
+        .unwrap();
+    let seen = Rc::new(Seen::default());
+    let mut all = vec!["again", "error", "reconnecting", "open"];
+    all.extend_from_slice(types);
+    let subs = seen.watch(&client, &all);
+    assert!(
+        wait_until(10_000.0, || seen.count("again") == 1).await,
+        "{name}: no second connection; errors {:?}",
+        seen.errors()
+    );
+    let log = scenario_log(&key).await;
+    (client, seen, log, subs)
+}
+
+#[wasm_bindgen_test]
+async fn every_position_the_stream_dispatches_is_where_the_reconnect_resumes() {
+    for (name, expected) in [
+        ("drop-after-3", "3"),
+        // The hub's position after a replay, and on heartbeats, as dispatched system events.
+        ("position", "7"),
+        ("heartbeat-id", "9"),
+    ] {
+        let (client, _seen, log, _subs) = run_scenario(name, &["msg"]).await;
+        assert_eq!(
+            log,
+            [None, Some(expected.to_owned())],
+            "{name}: the reconnect named the wrong id"
+        );
+        // The second connection set no id: the client still holds the position.
+        assert_eq!(client.last_event_id().as_deref(), Some(expected), "{name}");
+        client.close();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn an_unknown_system_event_moves_the_id_only_when_something_listens_for_it() {
+    // EventSource dispatches a named event only to listeners of that name, and has no
+    // wildcard: a `__*` name the SDK does not know never reaches it, so a position must come
+    // as `__position` / `__heartbeat` / `__connected`. An app that listens for the name gets
+    // the event, and then its id counts like any other.
+    let (client, _seen, log, _subs) = run_scenario("unknown-system", &[]).await;
+    assert_eq!(log, [None, None]);
+    client.close();
+    let (client, seen, log, _subs) = run_scenario("unknown-system", &["__future"]).await;
+    assert_eq!(seen.count("__future"), 1);
+    assert_eq!(log, [None, Some("4".to_owned())]);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn an_id_only_block_is_not_dispatched_so_it_cannot_move_the_id() {
+    // Why the hub sends `__position` instead: EventSource exposes no lastEventId of its own,
+    // and an id-only block dispatches nothing. Documented limitation, checked so it is known.
+    let (client, seen, log, _subs) = run_scenario("id-only", &["msg"]).await;
+    assert_eq!(seen.data("msg"), ["a"]);
+    assert_eq!(log, [None, Some("1".to_owned())]);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn an_empty_id_line_resets_the_last_event_id() {
+    let (client, seen, log, _subs) = run_scenario("empty-id", &["msg"]).await;
+    assert_eq!(seen.data("msg"), ["a", "b"]);
+    assert_eq!(seen.ids("msg"), ["3"], "the second event carries no id");
+    assert_eq!(
+        log,
+        [None, None],
+        "the reconnect must not name the reset id"
+    );
+    assert_eq!(client.last_event_id(), None);
+    client.close();
+}
+
+#[wasm_bindgen_test]
+async fn cr_crlf_and_bom_streams_decode_like_lf() {
+    for name in ["lf", "cr", "crlf", "bom"] {
+        let (client, seen, _, _subs) = run_scenario(name, &["msg"]).await;
+        assert_eq!(seen.data("msg"), ["a", "b\nc"], "{name}");
+        client.close();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn non_200_answers_are_failed_attempts_the_sdk_retries() {
+    // 204 too: the spec tells EventSource to stop, but it reports every failure the same way
+    // (no status code), so the SDK treats it like the others and backs off.
+    for name in ["status-204", "status-404", "status-500", "status-503"] {
+        let (client, seen, log, _subs) = run_scenario(name, &[]).await;
+        assert_eq!(log.len(), 2, "{name}");
+        assert_eq!(
+            seen.count("open"),
+            1,
+            "{name}: only the second connection opens"
+        );
+        assert_eq!(
+            seen.reconnecting().first().map(|r| (r.1, r.2)),
+            Some((1, 100)),
+            "{name}"
+        );
+        assert!(
+            seen.errors()
+                .iter()
+                .any(|(k, _)| *k == ErrorKind::Connection),
+            "{name}"
+        );
+        client.close();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn retry_fields_do_not_change_the_sdks_schedule() {
+    for name in ["retry-fast", "retry-bad"] {
+        let (url, key) = scenario(name);
+        let client = Client::builder(url)
+            .backoff(fast_backoff(1_500, 5))
+            .build()
+            .unwrap();
+        let seen = Rc::new(Seen::default());
+        let _subs = seen.watch(&client, &["msg", "again", "reconnecting"]);
+        assert!(
+            wait_until(5_000.0, || seen.count("msg") == 1).await,
+            "{name}"
+        );
+        // `retry: 1` would have the browser back in a millisecond; the SDK waits its 1.5 s.
+        sleep(600).await;
+        assert_eq!(
+            scenario_log(&key).await.len(),
+            1,
+            "{name}: reconnected early"
+        );
+        assert_eq!(
+            seen.reconnecting().first().map(|r| r.2),
+            Some(1_500),
+            "{name}"
+        );
+        assert!(
+            wait_until(5_000.0, || seen.count("again") == 1).await,
+            "{name}"
+        );
+        client.close();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_stalled_scenario_stream_is_caught_by_the_watchdog() {
+    let (client, seen, log, _subs) = run_scenario("stall", &[]).await;
+    assert_eq!(log.len(), 2);
+    assert!(
+        seen.errors().iter().any(|(_, m)| m.contains("watchdog")),
+        "{:?}",
+        seen.errors()
+    );
+    client.close();
 }

@@ -8,7 +8,11 @@
 /** `0` connecting (or waiting to reconnect), `1` open, `2` closed, as in `EventSource`. */
 export type ReadyState = 0 | 1 | 2;
 
-/** Reconnect schedule used once the browser gives up on a connection (readyState CLOSED). */
+/**
+ * The reconnect schedule. The client owns every reconnect: on any failure it closes the
+ * `EventSource` and waits `min(initialDelayMs × factorⁿ⁻¹, maxDelayMs)`, less a random share of
+ * at most `jitter`, before attempt `n`. The hub's `retryMs` is the floor of the first delay.
+ */
 export interface BackoffOptions {
   /** First delay. Default 2000. */
   initialDelayMs?: number;
@@ -16,7 +20,7 @@ export interface BackoffOptions {
   factor?: number;
   /** Upper bound for a delay. Default 30000. */
   maxDelayMs?: number;
-  /** Attempts before giving up with a `retries_exhausted` error. Default 5; `Infinity` never gives up. */
+  /** Failed attempts before giving up with a `retries_exhausted` error. Default `Infinity`: never give up (the delay stays capped at `maxDelayMs`). */
   maxAttempts?: number;
   /** Random spread, 0 to 1: a delay `d` becomes a value in `[d × (1 − jitter), d]`. Default 0.5. */
   jitter?: number;
@@ -56,7 +60,11 @@ export interface EventwireEvent<T = unknown> {
   data: T;
   /** The payload as sent. */
   raw: string;
-  /** The hub's event id (opaque), or null for events without one. */
+  /**
+   * The stream's last event id when this event was dispatched (opaque), as `EventSource`'s
+   * `lastEventId`: an event without an `id:` line carries the previous id. `null` when no id
+   * has been set on this connection, or after an empty `id:` line reset it.
+   */
   id: string | null;
 }
 

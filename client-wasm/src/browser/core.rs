@@ -307,16 +307,13 @@ impl Core {
         }
         let input = match event_type.as_str() {
             "open" => Input::Opened { now_ms: now_ms() },
+            // Whatever the EventSource's readyState: the machine closes it and reconnects on
+            // its own schedule.
             "error" => {
-                let Some(ready_state) = self.inner().io.source.as_ref().map(|s| {
-                    ReadyState::from_number(get(&s.es, "readyState").as_f64().unwrap_or(2.0) as u16)
-                }) else {
+                if self.inner().io.source.is_none() {
                     return;
-                };
-                Input::SourceError {
-                    ready_state,
-                    now_ms: now_ms(),
                 }
+                Input::SourceError { now_ms: now_ms() }
             }
             "online" => Input::Online,
             // Only becoming visible matters; hiding the page leaves the stream alone.
@@ -333,19 +330,21 @@ impl Core {
 
     /// Handles one event from the stream: bookkeeping, listeners, then system-event handling.
     fn on_stream_event(&self, event_type: &str, message: &JsValue, raw: &JsValue) {
-        // `lastEventId` is the EventSource's own last event ID, which the hub moves on
-        // purpose: on `__connected` for a fresh connection (its starting point), with an
-        // id-only block after a replay, and on heartbeats (the connection's position). An
-        // event without an `id:` line repeats the previous value. It is exactly what a
-        // reconnect must name, so take it always.
-        let id = get(message, "lastEventId")
-            .as_string()
-            .filter(|id| !id.is_empty());
+        // `lastEventId` is the EventSource's own last event ID buffer, which the hub moves on
+        // purpose: on `__connected` for a fresh connection (its starting point), with
+        // `__position` after a replay, and on `__heartbeat` (the connection's position). An
+        // event without an `id:` line repeats the previous value; after an empty `id:` line
+        // it is "". It is exactly what a reconnect must name, so the machine takes it from
+        // every dispatched event (see `Input::Activity`).
+        let last_id = get(message, "lastEventId").as_string().unwrap_or_default();
+        let id = Some(last_id.as_str()).filter(|id| !id.is_empty());
         // Parsed once: the listeners' `data`, and the system events' fields.
         let parsed = json_parse(raw);
         let data = parsed.clone().unwrap_or_else(|_| raw.clone());
-        let object = message_object(event_type, &data, raw, id.as_deref());
-        self.feed(Input::Activity { id: id.clone() });
+        let object = message_object(event_type, &data, raw, id);
+        self.feed(Input::Activity {
+            id: last_id.clone(),
+        });
         self.dispatch(event_type, &object);
         let Some(system) = SystemEvent::from_name(event_type) else {
             return;
@@ -362,14 +361,14 @@ impl Core {
         };
         match system {
             SystemEvent::Connected => self.feed(Input::Connected {
+                retry_ms: get(&parsed, "retryMs").as_f64(),
                 heartbeat_secs: get(&parsed, "heartbeatSecs").as_f64(),
                 heartbeat_event: get(&parsed, "heartbeatEvent").as_bool().unwrap_or(false),
             }),
-            // Counted as activity above (it re-arms the watchdog); nothing else to do.
-            SystemEvent::Heartbeat => {}
-            SystemEvent::Gap => {
-                self.dispatch("gap", &message_object("gap", &data, raw, id.as_deref()))
-            }
+            // Counted as activity above (their id adopted, the watchdog re-armed); nothing
+            // else to do.
+            SystemEvent::Heartbeat | SystemEvent::Position => {}
+            SystemEvent::Gap => self.dispatch("gap", &message_object("gap", &data, raw, id)),
             SystemEvent::Error | SystemEvent::Shutdown => {
                 let server = system == SystemEvent::Error;
                 let text = |key: &str| get(&parsed, key).as_string();
