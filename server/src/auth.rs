@@ -84,6 +84,16 @@ impl Auth {
     /// # Errors
     /// [`Error::TokenExpired`] or [`Error::InvalidToken`].
     pub fn verify(&self, token: &str) -> Result<Identity, Error> {
+        // RFC 7515 4.1.11: a recipient that does not understand every extension listed in
+        // `crit` must reject the token. This hub understands none.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| Error::InvalidToken("malformed".into()))?;
+        if header.crit.is_some() {
+            return Err(Error::InvalidToken(
+                "the header lists critical extensions (`crit`), which this hub does not support"
+                    .into(),
+            ));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => Error::TokenExpired,

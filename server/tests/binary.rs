@@ -229,3 +229,69 @@ async fn env_configures_the_binary_and_tokens_never_reach_the_logs() {
     }
     assert!(!stderr.contains(secret), "the secret leaked into the logs");
 }
+
+#[tokio::test]
+async fn out_of_range_numbers_are_refused_at_start_with_the_flag_named() {
+    for (flag, value) in [
+        ("--queue-capacity", "2305843009213693952"),
+        ("--queue-capacity", "0"),
+        ("--heartbeat-secs", "0"),
+        ("--max-batch", "0"),
+        ("--history-size", "99999999999"),
+        ("--max-connections", "-1"),
+        ("--listen-backlog", "70000"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                &format!("{flag}={value}"),
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    // The same through the environment.
+    let out = Command::new(BIN)
+        .args(["--dev", "--listen", "127.0.0.1:0"])
+        .env("EVENTWIRE_QUEUE_CAPACITY", "2305843009213693952")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queue-capacity"));
+}
+
+#[tokio::test]
+async fn static_file_errors_are_json_too() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../demo");
+    let hub = start(&["--dev", "--demo", demo], &[], "warn").await;
+    let http = reqwest::Client::new();
+    let res = http
+        .get(format!("{}/demo/no-such-file.js", hub.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let res = http
+        .post(format!("{}/demo/client.js", hub.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    // The page itself is served as before.
+    let res = http
+        .get(format!("{}/client", hub.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
