@@ -2,6 +2,11 @@
 # Builds the npm package in npm/: the optimised wasm (scripts/build-client-wasm.sh) into
 # npm/wasm/, then the TypeScript layer into npm/dist/. `npm pack` runs this as `prepack`, so a
 # fresh checkout packs a complete tarball. Installs npm/'s dev dependencies when missing.
+#
+# Size gate: everything a page loads for `import ... from "eventwire"` (dist/index.js and the
+# modules it imports, the wasm glue, the wasm), each file gzip -9 as a server sends it, must
+# total at most 22,528 bytes (EVENTWIRE_NPM_SIZE_BUDGET overrides it); the build fails above.
+# The files are found by following the imports from dist/index.js, so a new module counts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,3 +27,40 @@ fi
 rm -rf dist
 node_modules/.bin/tsc -p tsconfig.json
 echo "[build-npm] built npm/dist and npm/wasm" >&2
+
+BUDGET="${EVENTWIRE_NPM_SIZE_BUDGET:-22528}"
+node --input-type=module - "$PKG" "$BUDGET" <<'JS' >&2
+import fs from "node:fs";
+import path from "node:path";
+import { execFileSync } from "node:child_process";
+const [pkg, budget] = process.argv.slice(2);
+// The import closure of the main entry: static imports, dynamic imports and
+// `new URL("...", import.meta.url)` assets (the wasm).
+const seen = new Set();
+const todo = [path.join(pkg, "dist/index.js")];
+while (todo.length) {
+  const file = todo.pop();
+  if (seen.has(file)) continue;
+  seen.add(file);
+  if (!file.endsWith(".js")) continue;
+  const text = fs.readFileSync(file, "utf8");
+  const refs = /(?:\bfrom\s*|\bimport\s*\(?\s*|new URL\(\s*)["'](\.{1,2}\/[^"']+)["']/g;
+  for (const [, ref] of text.matchAll(refs)) todo.push(path.resolve(path.dirname(file), ref));
+}
+let total = 0;
+for (const file of [...seen].sort()) {
+  // The gzip command, as build-client-wasm.sh measures (-n: no name or time in the header).
+  const gz = execFileSync("gzip", ["-9", "-n", "-c", file], { maxBuffer: 1 << 26 }).length;
+  total += gz;
+  console.log(`[build-npm]   ${path.relative(pkg, file).padEnd(34)} ${String(gz).padStart(6)} bytes gzip -9`);
+}
+if (![...seen].some((f) => f.endsWith(".wasm"))) {
+  console.log("[build-npm] ERROR: the wasm is not reachable from dist/index.js");
+  process.exit(1);
+}
+console.log(`[build-npm] what a page loads for "eventwire": ${total} bytes gzip -9 (budget ${budget})`);
+if (total > Number(budget)) {
+  console.log(`[build-npm] ERROR: ${total - budget} bytes over the size budget`);
+  process.exit(1);
+}
+JS
