@@ -43,6 +43,10 @@ pub struct Args {
     /// Seconds to wait after delivery before reading the hub's RSS "after".
     #[arg(long, default_value_t = 3)]
     pub rss_settle_secs: u64,
+    /// Fail if a concurrent single publish took longer than this many ms (unchecked when
+    /// absent: a wall-clock bound for full-size runs, not for a loaded test machine).
+    #[arg(long)]
+    pub max_single_ms: Option<f64>,
     /// Streams connecting at once.
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
@@ -284,6 +288,15 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
     out.set("rss_peak", args.hub_pid.map(|_| peak));
     out.set("rss_after", rss_after);
     check_streams(&mut out, &report);
+    if let Some(max) = args.max_single_ms {
+        out.check(
+            single.max <= max,
+            format!(
+                "a concurrent single publish took {} ms (allowed {max})",
+                single.max
+            ),
+        );
+    }
     out.check(
         report.incomplete_streams == 0,
         format!(

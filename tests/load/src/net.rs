@@ -20,6 +20,9 @@ use crate::sse::{Block, Parser};
 /// How long a connect or a response head may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a whole request (publish, /stats) may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Where the hub is and how to talk to it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hub {
@@ -190,7 +193,15 @@ impl Client {
             let Some(conn) = self.conn.as_mut() else {
                 continue;
             };
-            match conn.call(&self.hub, method, path, body.clone()).await {
+            let call = conn.call(&self.hub, method, path, body.clone());
+            let result = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                Ok(result) => result,
+                Err(_) => {
+                    self.conn = None;
+                    return Err(Error::Timeout("request"));
+                }
+            };
+            match result {
                 Ok(answer) => return Ok(answer),
                 Err(e) => {
                     self.conn = None;
@@ -209,7 +220,7 @@ impl Client {
 pub struct SseStream {
     body: Incoming,
     _conn: Conn,
-    /// The parser; `parser.last_id` is the id a browser would resume from.
+    /// The parser (set `parser.last_id` to the id the stream resumed from).
     pub parser: Parser,
 }
 

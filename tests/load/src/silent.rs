@@ -330,8 +330,8 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
     }
     let opening_ms = opening.elapsed().as_millis();
     out.line(format!(
-        "opened {} silent sockets ({:?}) from {}+{} addresses in {opening_ms} ms; holding {hold_secs} s, probing every second",
-        args.count, args.flavours, sources.first, sources.count
+        "opened {} silent sockets ({:?}) from {} source addresses from {} in {opening_ms} ms; holding {hold_secs} s, probing every second",
+        args.count, args.flavours, sources.count, sources.first
     ));
 
     // Probe every second while the sockets are held.

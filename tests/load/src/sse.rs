@@ -18,6 +18,8 @@ pub struct Block {
     pub id: Option<String>,
     /// The dispatched event `(type, data)`, when the block had data.
     pub event: Option<(String, String)>,
+    /// The last event ID string once this block was dispatched.
+    pub last_id: String,
 }
 
 /// Incremental parser: feed bytes, pop blocks.
@@ -113,7 +115,8 @@ impl Parser {
             None
         };
         if id.is_some() || event.is_some() {
-            self.blocks.push_back(Block { id, event });
+            let last_id = self.last_id.clone();
+            self.blocks.push_back(Block { id, event, last_id });
         }
     }
 }
@@ -141,7 +144,8 @@ mod tests {
             out,
             vec![Block {
                 id: Some("7".into()),
-                event: None
+                event: None,
+                last_id: "7".into(),
             }]
         );
         assert_eq!(last, "7");
@@ -159,11 +163,13 @@ mod tests {
             vec![
                 Block {
                     id: Some("1".into()),
-                    event: Some(("__connected".into(), "{}".into()))
+                    event: Some(("__connected".into(), "{}".into())),
+                    last_id: "1".into(),
                 },
                 Block {
                     id: None,
-                    event: Some(("message".into(), "a\nb".into()))
+                    event: Some(("message".into(), "a\nb".into())),
+                    last_id: "1".into(),
                 },
             ]
         );

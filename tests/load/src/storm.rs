@@ -4,6 +4,7 @@
 //! Every stream must receive every acknowledged event meant for it after its first
 //! `__connected` exactly once, unless a `__gap` announced the loss.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -44,12 +45,78 @@ pub struct Args {
     /// Topics the streams are spread over (`mix` only).
     #[arg(long, default_value_t = 4)]
     pub topics: usize,
+    /// Publishers sharing `--rate`, each on its own keep-alive connection (events from
+    /// different publishers may be acknowledged in any order; streams check order by id).
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
     /// Seconds streams get after publishing ends to receive what they miss.
     #[arg(long, default_value_t = 15)]
     pub settle_secs: u64,
     /// First connections opened at once.
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
+}
+
+/// One publisher's share: sequence numbers `first, first + step, ...` at `rate` per second.
+#[derive(Debug)]
+struct Plan {
+    hub: Hub,
+    first: u32,
+    step: u32,
+    rate: f64,
+    end: Instant,
+    mix: bool,
+    topics: usize,
+    streams: usize,
+}
+
+#[derive(Debug, Default)]
+struct Published {
+    published: u32,
+    acked: Vec<Acked>,
+    unacked: Vec<u32>,
+    latency: Vec<f64>,
+    statuses: BTreeMap<String, u64>,
+}
+
+/// Publishes one sequence number per tick on one keep-alive connection until `plan.end`.
+async fn publisher(plan: Plan) -> Published {
+    let mut client = Client::new(plan.hub.clone(), None);
+    let mut out = Published::default();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut seq = plan.first;
+    while Instant::now() < plan.end {
+        tick.tick().await;
+        let target = if !plan.mix {
+            Target::All
+        } else {
+            match seq % 3 {
+                0 => Target::All,
+                1 => Target::Topic(format!("t{}", rng.gen_range(0..plan.topics))),
+                _ => Target::Client(client_id(rng.gen_range(0..plan.streams))),
+            }
+        };
+        let started = Instant::now();
+        match publish(&mut client, &event_json(seq, &target)).await {
+            Ok((_, Some(id))) => {
+                out.latency.push(started.elapsed().as_secs_f64() * 1000.0);
+                out.acked.push(Acked { seq, id, target });
+            }
+            Ok((status, None)) => {
+                *out.statuses.entry(format!("status {status}")).or_default() += 1;
+                out.unacked.push(seq);
+            }
+            Err(e) => {
+                *out.statuses.entry(e.to_string()).or_default() += 1;
+                out.unacked.push(seq);
+            }
+        }
+        out.published += 1;
+        seq += plan.step;
+    }
+    out
 }
 
 /// Parses `MIN-MAX` (or one number).
@@ -93,45 +160,39 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         args.drop_every_ms
     ));
 
-    let mut client = Client::new(hub.clone(), None);
+    let end = Instant::now() + Duration::from_secs(args.duration);
+    let publish_start = Instant::now();
+    let publishers = args.publishers.max(1);
+    let tasks: Vec<_> = (0..publishers)
+        .map(|k| {
+            let plan = Plan {
+                hub: hub.clone(),
+                first: k as u32,
+                step: publishers as u32,
+                rate: f64::from(args.rate.max(1)) / publishers as f64,
+                end,
+                mix,
+                topics: args.topics.max(1),
+                streams: args.streams.max(1),
+            };
+            tokio::spawn(publisher(plan))
+        })
+        .collect();
     let mut acked = Vec::new();
     let mut unacked = Vec::new();
-    let mut statuses = std::collections::BTreeMap::<String, u64>::new();
+    let mut statuses = BTreeMap::<String, u64>::new();
     let mut latency = Vec::new();
-    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let end = Instant::now() + Duration::from_secs(args.duration);
     let mut seq = 0u32;
-    let mut rng = rand::rngs::StdRng::from_entropy();
-    let publish_start = Instant::now();
-    while Instant::now() < end {
-        tick.tick().await;
-        let target = if !mix {
-            Target::All
-        } else {
-            match seq % 3 {
-                0 => Target::All,
-                1 => Target::Topic(format!("t{}", rng.gen_range(0..args.topics.max(1)))),
-                _ => Target::Client(client_id(rng.gen_range(0..args.streams.max(1)))),
-            }
-        };
-        let started = Instant::now();
-        match publish(&mut client, &event_json(seq, &target)).await {
-            Ok((_, Some(id))) => {
-                latency.push(started.elapsed().as_secs_f64() * 1000.0);
-                acked.push(Acked { seq, id, target });
-            }
-            Ok((status, None)) => {
-                *statuses.entry(format!("status {status}")).or_default() += 1;
-                unacked.push(seq);
-            }
-            Err(e) => {
-                *statuses.entry(e.to_string()).or_default() += 1;
-                unacked.push(seq);
+    for task in tasks {
+        if let Ok(p) = task.await {
+            seq += p.published;
+            acked.extend(p.acked);
+            unacked.extend(p.unacked);
+            latency.extend(p.latency);
+            for (k, v) in p.statuses {
+                *statuses.entry(k).or_default() += v;
             }
         }
-        seq += 1;
     }
     let achieved = acked.len() as f64 / publish_start.elapsed().as_secs_f64();
     let publish_latency = Dist::of(&mut latency);
@@ -142,6 +203,12 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         statuses
     ));
     out.line(format!("publish latency: {}", publish_latency.show("ms")));
+    if achieved < 0.9 * f64::from(args.rate) {
+        out.line(format!(
+            "note: the publishers reached {achieved:.0} of {} events/s (the hub answered too slowly; try more --publishers)",
+            args.rate
+        ));
+    }
     out.set("published", seq);
     out.set("acknowledged", acked.len());
     out.set("not_acknowledged", unacked.len());
