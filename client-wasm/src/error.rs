@@ -44,6 +44,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every [`Error::kind`] the JavaScript API can throw (`Decode` is the Rust API's only).
+    /// The npm package's `EventwireErrorType` must list them (`tests/contract.rs` checks it).
+    pub const JS_KINDS: [&'static str; 4] = [
+        "invalid_option",
+        "unknown_option",
+        "invalid_url",
+        "invalid_argument",
+    ];
+
     /// Shorthand for [`Error::InvalidOption`].
     pub(crate) fn option(option: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidOption {
@@ -109,6 +118,29 @@ impl From<Error> for wasm_bindgen::JsValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn js_kinds_are_every_kind_but_decode() {
+        let all = [
+            Error::option("a", "b"),
+            Error::UnknownOption("a".into()),
+            Error::InvalidUrl("a".into()),
+            Error::InvalidArgument {
+                argument: "a",
+                reason: "b",
+            },
+            Error::Decode {
+                event: "a".into(),
+                reason: "b".into(),
+            },
+        ];
+        let thrown: Vec<&str> = all
+            .iter()
+            .map(Error::kind)
+            .filter(|k| *k != "decode")
+            .collect();
+        assert_eq!(thrown, Error::JS_KINDS);
+    }
 
     #[test]
     fn messages_name_the_cause() {

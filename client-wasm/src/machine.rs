@@ -85,16 +85,17 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [Self; 4] = [
+        Self::Connection,
+        Self::Decode,
+        Self::RetriesExhausted,
+        Self::Server,
+    ];
+
     /// The kind named by [`ErrorKind::as_str`]'s string.
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::Connection,
-            Self::Decode,
-            Self::RetriesExhausted,
-            Self::Server,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == name)
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// The string JavaScript sees.

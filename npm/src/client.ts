@@ -13,8 +13,9 @@ import type {
 } from "./types.js";
 
 /**
- * The error `createClient` throws: bad options, a malformed URL, or a page that cannot run the
- * SDK. `type` says which; `option` names the offending option when there is one.
+ * The error the SDK throws: bad options or a malformed URL (`createClient`), a bad argument
+ * (`on`, `once`, `addEventListener`, `removeEventListener`), or a page that cannot run the SDK.
+ * `type` says which; `option` names the offending option when there is one.
  */
 export class EventwireError extends Error {
   /** What went wrong. */
@@ -52,12 +53,16 @@ if (isBrowser) {
   }
 }
 
+/** The `type`s the wasm SDK puts on the errors it throws (`Error::kind` in client-wasm). */
 const WASM_ERROR_TYPES: readonly EventwireErrorType[] = [
   "invalid_option",
   "unknown_option",
   "invalid_url",
-  "browser",
+  "invalid_argument",
 ];
+
+/** The client methods that validate their arguments in the wasm SDK. */
+const CHECKED_METHODS = ["on", "once", "addEventListener", "removeEventListener"] as const;
 
 /** Turns an error thrown by the wasm SDK into an {@link EventwireError}. */
 function fromWasm(error: unknown): unknown {
@@ -103,9 +108,23 @@ export function createClient<M extends EventMap = EventMap>(
       { cause: loadError },
     );
   }
+  let client: EventwireClient<M>;
   try {
-    return createWasmClient(url, options) as unknown as EventwireClient<M>;
+    client = createWasmClient(url, options) as unknown as EventwireClient<M>;
   } catch (error) {
     throw fromWasm(error);
   }
+  // Their errors become EventwireErrors too (own properties over the wasm class's methods).
+  const own = client as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const name of CHECKED_METHODS) {
+    const method = own[name]!;
+    own[name] = (...args) => {
+      try {
+        return method.apply(client, args);
+      } catch (error) {
+        throw fromWasm(error);
+      }
+    };
+  }
+  return client;
 }

@@ -85,18 +85,31 @@ export interface LifecycleEvents {
   error: { type: "error"; kind: ClientErrorKind; message: string };
 }
 
-/** The hub's system events, delivered to listeners that ask for them by name. */
+/**
+ * The hub's system events (`docs/PROTOCOL.md`), delivered to listeners that ask for them by
+ * name. Checked against the protocol and the SDK by `client-wasm/tests/contract.rs`.
+ */
 export interface SystemEvents {
+  /** First event of every stream. */
   __connected: EventwireEvent<{
     connectionId: string;
     clientId: string;
     userId: string | null;
     heartbeatSecs: number;
     heartbeatEvent: boolean;
+    /** How many missed events follow (the replay). */
+    replayCount: number;
     serverTime: string;
   }>;
+  /** The hub is alive; its id (when set) is the connection's position. */
   __heartbeat: EventwireEvent<{ serverTime: string }>;
+  /** Moves the client's last event id (after a replay); carries nothing else. */
+  __position: EventwireEvent<Record<string, never>>;
+  /** Events were lost: the history no longer reaches back to the client's id. */
+  __gap: EventwireEvent<{ lastEventId: string; oldestAvailableId: string | null }>;
+  /** The hub is shutting down; the client reconnects after at least `retryMs`. */
   __shutdown: EventwireEvent<{ retryMs: number }>;
+  /** The hub ends this stream on purpose; the client reconnects after at least `retryMs`. */
   __error: EventwireEvent<{ reason: string; message: string; retryMs: number }>;
 }
 
@@ -136,11 +149,11 @@ export interface EventwireClient<M extends EventMap = EventMap> {
   readonly reconnectAttempts: number;
   /** The id of the last event received (or the `lastEventId` option). */
   readonly lastEventId: string | undefined;
-  /** Adds a listener; adding the same function twice for a type has no effect. */
+  /** Adds a listener; adding the same function twice for a type has no effect. Throws an {@link EventwireError} (`invalid_argument`) for a bad type or listener. */
   addEventListener<K extends EventType<M>>(type: K, listener: Listener<M, K>): void;
   /** Removes a listener added with `addEventListener`. */
   removeEventListener<K extends EventType<M>>(type: K, listener: Listener<M, K>): void;
-  /** Adds a listener; returns a function that removes it. */
+  /** Adds a listener; returns a function that removes it. Throws an {@link EventwireError} (`invalid_argument`) for a bad type or listener. */
   on<K extends EventType<M>>(type: K, listener: Listener<M, K>): () => void;
   /** Adds a listener for the next event of that type only; returns a function that removes it. */
   once<K extends EventType<M>>(type: K, listener: Listener<M, K>): () => void;
@@ -152,10 +165,14 @@ export interface EventwireClient<M extends EventMap = EventMap> {
   close(): void;
 }
 
-/** What went wrong, in {@link EventwireError.type}. */
+/**
+ * What went wrong, in {@link EventwireError.type}: the SDK's own error kinds (checked against
+ * the Rust side by `client-wasm/tests/contract.rs`), and `unsupported_environment` from this
+ * package (no browser, or the wasm failed to load).
+ */
 export type EventwireErrorType =
   | "invalid_option"
   | "unknown_option"
   | "invalid_url"
-  | "unsupported_environment"
-  | "browser";
+  | "invalid_argument"
+  | "unsupported_environment";
