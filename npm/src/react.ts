@@ -46,7 +46,11 @@ export interface EventwireState {
   readyState: ReadyState;
   /** `readyState === 1`. */
   isConnected: boolean;
-  /** The id of the last event seen (updated on lifecycle events and on every event a hook receives). */
+  /**
+   * The client's last event id as of the last state change. Not updated per event, so that
+   * {@link useEventwire} re-renders on state changes only; read `client.lastEventId`
+   * ({@link useEventwireClient}) for the live value.
+   */
   lastEventId: string | undefined;
   /** Failed attempts since the last healthy connection. */
   reconnectAttempts: number;
@@ -86,15 +90,11 @@ class StateStore {
 
   getSnapshot = (): EventwireState => this.snapshot;
 
-  /** Re-reads the client; notifies subscribers if anything changed. */
+  /** Re-reads the client on a lifecycle event; notifies subscribers if the state changed. */
   refresh = (): void => {
     const next = read(this.client);
     const prev = this.snapshot;
-    if (
-      next.readyState !== prev.readyState ||
-      next.lastEventId !== prev.lastEventId ||
-      next.reconnectAttempts !== prev.reconnectAttempts
-    ) {
+    if (next.readyState !== prev.readyState || next.reconnectAttempts !== prev.reconnectAttempts) {
       this.snapshot = next;
       for (const listener of this.listeners) listener();
     }
@@ -156,7 +156,8 @@ export function EventwireProvider({ url, options, children }: EventwireProviderP
     }
     const client = createClient(url, created);
     const store = new StateStore(client);
-    const offs = (["statechange", "open", "reconnecting", "error", "gap", "__connected"] as const).map(
+    // Lifecycle events only: the state never changes at event rate.
+    const offs = (["statechange", "open", "reconnecting", "error"] as const).map(
       (type) => client.on(type, store.refresh),
     );
     setShared({ client, store });
@@ -201,23 +202,22 @@ export function useEventwireClient<M extends EventMap = EventMap>(): EventwireCl
  * neither reconnects nor re-subscribes.
  */
 export function useEvent<T = unknown>(type: string, handler: (event: EventwireEvent<T>) => void): void {
-  const { client, store } = useShared("useEvent");
+  const { client } = useShared("useEvent");
   const handlerRef = useRef(handler);
   useIsomorphicLayoutEffect(() => {
     handlerRef.current = handler;
   });
   useEffect(() => {
     if (client === null) return undefined;
-    return client.on(type, (event) => {
-      handlerRef.current(event as EventwireEvent<T>);
-      store.refresh();
-    });
-  }, [client, store, type]);
+    return client.on(type, (event) => handlerRef.current(event as EventwireEvent<T>));
+  }, [client, type]);
 }
 
 /**
  * Folds every `type` event into a value with `reduce`, as an external store: the component
- * re-renders when the value changes. The base of {@link useLatestEvent} and {@link useEvents}.
+ * re-renders when the value changes. The value starts over from `initial` when `type` or the
+ * client changes, so a hook never shows another type's (or connection's) events. The base of
+ * {@link useLatestEvent} and {@link useEvents}.
  */
 function useFoldedEvents<T, V>(
   hook: string,
@@ -225,23 +225,27 @@ function useFoldedEvents<T, V>(
   initial: V,
   reduce: (value: V, event: EventwireEvent<T>) => V,
 ): V {
-  const { client, store } = useShared(hook);
-  const value = useRef<V>(initial);
+  const { client } = useShared(hook);
+  const folded = useRef({ client, type, value: initial });
+  if (folded.current.client !== client || folded.current.type !== type) {
+    folded.current = { client, type, value: initial };
+  }
   const subscribe = useCallback(
     (notify: () => void) => {
       if (client === null) return () => {};
       return client.on(type, (event) => {
-        value.current = reduce(value.current, event as EventwireEvent<T>);
+        const now = folded.current;
+        if (now.client !== client || now.type !== type) return;
+        now.value = reduce(now.value, event as EventwireEvent<T>);
         notify();
-        store.refresh();
       });
     },
     // `reduce` is a module-level function or depends only on what is listed by the caller.
-    [client, store, type, reduce],
+    [client, type, reduce],
   );
   return useSyncExternalStore(
     subscribe,
-    () => value.current,
+    () => folded.current.value,
     () => initial,
   );
 }

@@ -311,6 +311,28 @@ test("a plain page imports the package with no bundler and no init()", async () 
     assert.deepEqual([got.type, got.option], expected[i], got.message);
     assert.match(got.message, new RegExp(expected[i][1].replace(".", "\\.")));
   });
+  // So do on/once/addEventListener/removeEventListener for a bad argument.
+  const argErrors = await page.evaluate(async () => {
+    const m = await import("/node_modules/eventwire/dist/index.js");
+    const client = m.createClient("/events", { autoConnect: false });
+    const attempt = (call) => {
+      try {
+        call();
+        return "no error";
+      } catch (e) {
+        return { ew: e instanceof m.EventwireError, type: e.type };
+      }
+    };
+    const result = [
+      attempt(() => client.on("x", "not a function")),
+      attempt(() => client.once(42, () => {})),
+      attempt(() => client.addEventListener("x", null)),
+      attempt(() => client.removeEventListener(undefined, () => {})),
+    ];
+    client.close();
+    return result;
+  });
+  for (const got of argErrors) assert.deepEqual(got, { ew: true, type: "invalid_argument" });
   assert.deepEqual(errors, []);
   await context.close();
 });
@@ -330,8 +352,43 @@ test("the provider shares one connection and events reach every hook", async () 
   await waitText(page, "#latest", `c@${ids[2]}`);
   await waitText(page, "#events", "b,c"); // limit: 2
   assert.equal(await page.locator("#events").getAttribute("data-connected"), "true");
-  assert.equal(await page.locator("#state").getAttribute("data-last-event-id"), ids[2]);
   assert.equal(await connectionsOf(client), 1);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("useEventwire re-renders on state changes only, not at event rate", async () => {
+  const client = "hooks-renders";
+  const { page, context, errors } = await openPage(`${serverUrl}/dev/hooks.html?hub=${hub.url}&client=${client}`);
+  await waitText(page, "#state", "connected");
+  await new Promise((r) => setTimeout(r, 300));
+  const before = await page.evaluate(() => window.__stateRenders);
+  const messages = ["r1", "r2", "r3", "r4", "r5"];
+  for (const message of messages) await publish({ event: "notification", data: { message }, clientId: client });
+  await waitText(page, "#use-event", messages.join(","));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await page.evaluate(() => window.__stateRenders), before, "the state component re-rendered per event");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("useLatestEvent and useEvents start over when their type changes", async () => {
+  const client = "hooks-switch";
+  const { page, context, errors } = await openPage(`${serverUrl}/dev/hooks.html?hub=${hub.url}&client=${client}`);
+  await waitText(page, "#state", "connected");
+  await publish({ event: "notification", data: { message: "n1" }, clientId: client });
+  await waitText(page, "#switch-latest", "n1");
+  await waitText(page, "#switch-events", "n1");
+  await page.click("#switch"); // now "other"
+  await waitText(page, "#switch", "other");
+  assert.equal(await text(page, "#switch-latest"), "none", "kept the previous type's event");
+  assert.equal(await text(page, "#switch-events"), "");
+  await publish({ event: "other", data: { message: "o1" }, clientId: client });
+  await waitText(page, "#switch-latest", "o1");
+  await waitText(page, "#switch-events", "o1");
+  await page.click("#switch"); // back to "notification": starts over too
+  await waitText(page, "#switch", "notification");
+  assert.equal(await text(page, "#switch-latest"), "none");
   assert.deepEqual(errors, []);
   await context.close();
 });
