@@ -2,6 +2,7 @@
 # Builds the npm package in npm/: the optimised wasm (scripts/build-client-wasm.sh) into
 # npm/wasm/, then the TypeScript layer into npm/dist/. `npm pack` runs this as `prepack`, so a
 # fresh checkout packs a complete tarball. Installs npm/'s dev dependencies when missing.
+# dist/*.js is minified with terser (the .d.ts files keep the docs).
 #
 # Size gate: everything a page loads for `import ... from "eventwire"` (dist/index.js and the
 # modules it imports, the wasm glue, the wasm), each file gzip -9 as a server sends it, must
@@ -26,6 +27,14 @@ if [[ ! -x node_modules/.bin/tsc ]]; then
 fi
 rm -rf dist
 node_modules/.bin/tsc -p tsconfig.json
+# The JS a page loads is minified (the .d.ts files keep the TSDoc): terser from .tools/npm
+# (scripts/install-tools.sh), as for the wasm glue. ES modules: exports keep their names.
+TERSER="$ROOT/.tools/npm/node_modules/.bin/terser"
+[[ -x "$TERSER" ]] || bash "$ROOT/scripts/install-tools.sh"
+for js in dist/*.js; do
+  "$TERSER" "$js" --module --ecma 2020 --compress passes=2 --mangle -o "$js.min"
+  mv "$js.min" "$js"
+done
 echo "[build-npm] built npm/dist and npm/wasm" >&2
 
 BUDGET="${EVENTWIRE_NPM_SIZE_BUDGET:-22528}"
