@@ -1,6 +1,8 @@
 // The npm package as its users get it: `npm pack`, installed into a fresh Vite + React app and
 // into a plain no-bundler page, type-checked, built, and driven in headless Chromium against
 // the real hub.
+// The chaos proxy's canned scenarios (tests/chaos-proxy, built here with cargo) also run on
+// the optimised build from the tarball, as the wasm browser tests run them on the debug build.
 //
 //   EVENTWIRE_HUB_BIN=target/debug/eventwire node --test tests/npm/npm.test.mjs
 //
@@ -26,6 +28,7 @@ const APP = path.join(WORK, "app");
 const WAIT_MS = 10_000;
 
 let hub; // { url, proc }
+let chaos; // { control, proc }: the chaos proxy, for its canned scenarios
 let server; // static server for the built app and the plain page
 let serverUrl;
 let browser;
@@ -58,6 +61,28 @@ async function startHub() {
     proc.on("exit", (code) => reject(new Error(`hub exited with ${code}: ${out}`)));
   });
   return { url, proc };
+}
+
+/** The chaos proxy (tests/chaos-proxy) in front of the hub: its control port serves the scenarios. */
+async function startChaosProxy(hubUrl) {
+  run("cargo", ["build", "--quiet", "-p", "chaos-proxy"], ROOT);
+  const bin = path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, "target"), "debug/chaos-proxy");
+  const proc = spawn(bin, ["--upstream", new URL(hubUrl).host], { stdio: ["ignore", "pipe", "pipe"] });
+  proc.stderr.resume();
+  const control = await new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`chaos proxy did not start: ${out}`)), WAIT_MS);
+    proc.stdout.on("data", (chunk) => {
+      out += chunk;
+      const match = /control listening on (http:\/\/\S+)/.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    proc.on("exit", (code) => reject(new Error(`chaos proxy exited with ${code}: ${out}`)));
+  });
+  return { control, proc };
 }
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css" };
@@ -160,6 +185,7 @@ before(async () => {
   );
   assert.equal(devBuild.status, 0, devBuild.stderr);
   hub = await startHub();
+  chaos = await startChaosProxy(hub.url);
   server = await startStatic();
   serverUrl = `http://127.0.0.1:${server.address().port}`;
   browser = await chromium.launch({
@@ -181,6 +207,7 @@ after(async () => {
   await browser?.close();
   server?.close();
   hub?.proc.kill("SIGTERM");
+  chaos?.proc.kill("SIGTERM");
   fs.rmSync(WORK, { recursive: true, force: true });
 });
 
@@ -422,5 +449,66 @@ test("StrictMode's double mount opens exactly one connection", async () => {
   await waitText(page, "#latest", `once@${id}`);
   await waitText(page, "#use-event", "once"); // a leaked listener would show "once,once"
   assert.deepEqual(errors, []);
+  await context.close();
+});
+
+// The chaos proxy's canned scenarios (the wasm browser tests run the same ones on the debug
+// build) against what ships: the optimised, minified wasm and glue from the packed tarball.
+const SCENARIOS = [
+  // [name, what the page must see]
+  ["drop-after-3", { msgs: ["1", "2", "3"], resumedFrom: [null, "3"] }],
+  ["position", { resumedFrom: [null, "7"] }],
+  ["heartbeat-id", { resumedFrom: [null, "9"] }],
+  ["id-only", { resumedFrom: [null, "1"] }],
+  ["empty-id", { msgs: ["a", "b"], ids: ["3", null], resumedFrom: [null, null] }],
+  ["lf", { msgs: ["a", "b\nc"] }],
+  ["cr", { msgs: ["a", "b\nc"] }],
+  ["crlf", { msgs: ["a", "b\nc"] }],
+  ["bom", { msgs: ["a", "b\nc"] }],
+  ["status-204", { firstDelay: 100, requests: 2 }],
+  ["status-404", { firstDelay: 100, requests: 2 }],
+  ["status-500", { firstDelay: 100, requests: 2 }],
+  ["status-503", { firstDelay: 100, requests: 2 }],
+  ["stall", { watchdog: true, requests: 2 }],
+];
+
+test("the chaos proxy's scenarios pass on the optimised build from the tarball", async () => {
+  const { page, context, errors } = await openPage(`${serverUrl}/plain/index.html?hub=${hub.url}`);
+  await waitText(page, "#state", "connected");
+  for (const [name, expected] of SCENARIOS) {
+    const got = await page.evaluate(
+      async ({ control, name }) => {
+        const m = await import("/node_modules/eventwire/dist/index.js");
+        const key = `${name}-${Math.random().toString(36).slice(2)}`;
+        const client = m.createClient(`${control}/scenario/${name}?key=${key}`, {
+          backoff: { initialDelayMs: 100, factor: 2, maxDelayMs: 2000, jitter: 0, maxAttempts: 20 },
+          heartbeatTimeoutMs: name === "stall" ? 600 : 0,
+        });
+        const seen = { msgs: [], ids: [], delays: [], errors: [], again: 0 };
+        client.on("msg", (e) => (seen.msgs.push(e.raw), seen.ids.push(e.id)));
+        client.on("again", () => (seen.again += 1));
+        client.on("reconnecting", (e) => seen.delays.push(e.delayMs));
+        client.on("error", (e) => seen.errors.push(e.message));
+        const deadline = Date.now() + 10_000;
+        while (seen.again === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        client.close();
+        const log = await (await fetch(`${control}/scenario-log?key=${key}`)).json();
+        return { ...seen, resumedFrom: log.requests.map((r) => r.lastEventId), lastEventId: client.lastEventId };
+      },
+      { control: chaos.control, name },
+    );
+    assert.equal(got.again, 1, `${name}: no second connection: ${JSON.stringify(got)}`);
+    if (expected.msgs) assert.deepEqual(got.msgs, expected.msgs, name);
+    if (expected.ids) assert.deepEqual(got.ids, expected.ids, name);
+    if (expected.resumedFrom) assert.deepEqual(got.resumedFrom, expected.resumedFrom, name);
+    if (expected.requests) assert.equal(got.resumedFrom.length, expected.requests, name);
+    if (expected.firstDelay) assert.equal(got.delays[0], expected.firstDelay, name);
+    if (expected.watchdog) assert.ok(got.errors.some((e) => e.includes("watchdog")), `${name}: ${got.errors}`);
+  }
+  // Non-200 answers show up as failed requests in the console; nothing else may.
+  assert.deepEqual(
+    errors.filter((e) => !/scenario\/status-|Failed to load resource/.test(e)),
+    [],
+  );
   await context.close();
 });
