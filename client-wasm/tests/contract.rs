@@ -138,8 +138,13 @@ fn error_types_match_the_rust_error_kinds() {
 
 #[test]
 fn client_error_kinds_match() {
-    let rust = set(ErrorKind::ALL.map(ErrorKind::as_str));
-    assert_eq!(union(&types_ts(), "ClientErrorKind"), rust);
+    let mut expected = set(ErrorKind::ALL.map(ErrorKind::as_str));
+    // The package's own, for a client created before the wasm was ready (npm/src/client.ts).
+    expected.extend([
+        "invalid_options".to_owned(),
+        "unsupported_environment".to_owned(),
+    ]);
+    assert_eq!(union(&types_ts(), "ClientErrorKind"), expected);
 }
 
 #[test]

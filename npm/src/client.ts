@@ -1,7 +1,9 @@
 /**
- * `createClient` over the WebAssembly SDK. The module loads the wasm by itself when it is
- * imported in a browser (fetched relative to this file, so bundlers emit it as an asset and a
- * plain page needs no setup); on a server (SSR) it loads nothing and touches no browser API.
+ * `createClient` over the WebAssembly SDK. No `init()` and no top-level await: the first
+ * `createClient` (or {@link ready}) starts loading the wasm, fetched relative to this file (so
+ * bundlers emit it as an asset and a plain page needs no setup), and a client created before
+ * it is ready queues what it is asked until then. On a server (SSR) nothing loads and no
+ * browser API is touched.
  */
 
 import initWasm, { createClient as createWasmClient } from "../wasm/eventwire_client.js";
@@ -10,6 +12,7 @@ import type {
   EventMap,
   EventwireClient,
   EventwireErrorType,
+  ReadyState,
 } from "./types.js";
 
 /**
@@ -39,18 +42,37 @@ const isBrowser =
   typeof window !== "undefined" ||
   typeof (globalThis as { importScripts?: unknown }).importScripts === "function";
 
-/** Why the wasm could not be loaded, if it could not. */
-let loadError: unknown;
+/** The wasm's loading, once started. */
+let loading: Promise<void> | undefined;
+/** Set once the wasm is ready. */
+let loaded = false;
 
-if (isBrowser) {
-  try {
-    await initWasm({
-      module_or_path: new URL("../wasm/eventwire_client_bg.wasm", import.meta.url),
-    });
-  } catch (error) {
-    // Keep the app importable; createClient explains the problem when called.
-    loadError = error;
+function unsupported(why: string, cause?: unknown): EventwireError {
+  return new EventwireError("unsupported_environment", `eventwire: ${why}`, { cause });
+}
+
+/**
+ * Loads the WebAssembly module (once; `createClient` starts it too). Optional: after it
+ * resolves, `createClient` checks its options at once, so bad options always throw.
+ *
+ * @throws (rejects with) {@link EventwireError} `unsupported_environment` outside a browser,
+ * or when the module cannot be loaded.
+ */
+export function ready(): Promise<void> {
+  if (!isBrowser) {
+    return Promise.reject(unsupported("the WebAssembly SDK needs a browser (EventSource)"));
   }
+  loading ??= initWasm({
+    module_or_path: new URL("../wasm/eventwire_client_bg.wasm", import.meta.url),
+  }).then(
+    () => {
+      loaded = true;
+    },
+    (error: unknown) => {
+      throw unsupported(`the WebAssembly module could not be loaded: ${String(error)}`, error);
+    },
+  );
+  return loading;
 }
 
 /** The `type`s the wasm SDK puts on the errors it throws (`Error::kind` in client-wasm). */
@@ -60,9 +82,6 @@ const WASM_ERROR_TYPES: readonly EventwireErrorType[] = [
   "invalid_url",
   "invalid_argument",
 ];
-
-/** The client methods that validate their arguments in the wasm SDK. */
-const CHECKED_METHODS = ["on", "once", "addEventListener", "removeEventListener"] as const;
 
 /** Turns an error thrown by the wasm SDK into an {@link EventwireError}. */
 function fromWasm(error: unknown): unknown {
@@ -77,13 +96,153 @@ function fromWasm(error: unknown): unknown {
   });
 }
 
+type AnyClient = EventwireClient<EventMap>;
+type Method = (...args: unknown[]) => unknown;
+
+/** The client methods that validate their arguments in the wasm SDK. */
+const CHECKED_METHODS = ["on", "once", "addEventListener", "removeEventListener"] as const;
+
+/** The wasm client, whose argument errors become EventwireErrors. */
+function wasmClient(url: string, options: ClientOptions | undefined): AnyClient {
+  let client: AnyClient;
+  try {
+    client = createWasmClient(url, options) as unknown as AnyClient;
+  } catch (error) {
+    throw fromWasm(error);
+  }
+  const own = client as unknown as Record<string, Method>;
+  for (const name of CHECKED_METHODS) {
+    const method = own[name]!;
+    own[name] = (...args) => {
+      try {
+        return method.apply(client, args);
+      } catch (error) {
+        throw fromWasm(error);
+      }
+    };
+  }
+  return client;
+}
+
+/**
+ * A client created before the wasm was ready: it records what it is asked, in order, and
+ * replays it on the wasm client once the module has loaded; from then on it forwards. Options
+ * are checked then: bad ones close it with an `error` event of kind `"invalid_options"` (and a
+module that cannot load, with kind `"unsupported_environment"`).
+ */
+function queuedClient(url: string, options: ClientOptions | undefined): AnyClient {
+  let real: AnyClient | undefined;
+  let closed = false;
+  let queue: ((client: AnyClient) => void)[] = [];
+  /** Its own listeners of `error` and `statechange`, told if the options are refused. */
+  const early: [string, (event: never) => void][] = [];
+  const later = (step: (client: AnyClient) => void) => (real ? step(real) : queue.push(step));
+  const check = (type: unknown, listener: unknown) => {
+    if (typeof type !== "string") throw argumentError("type", "expected a string");
+    if (typeof listener !== "function") throw argumentError("listener", "expected a function");
+  };
+  const subscribe = (name: "on" | "once") => (type: string, listener: (event: never) => void) => {
+    check(type, listener);
+    early.push([type, listener]);
+    let off: (() => void) | undefined;
+    let removed = false;
+    later((client) => {
+      if (!removed) off = client[name](type, listener as never);
+    });
+    return () => {
+      removed = true;
+      off?.();
+    };
+  };
+  const facade = {
+    get readyState(): ReadyState {
+      if (real) return real.readyState;
+      return closed ? 2 : options?.autoConnect === false || options?.enabled === false ? 2 : 0;
+    },
+    get url() {
+      return real ? real.url : url;
+    },
+    get reconnectAttempts() {
+      return real ? real.reconnectAttempts : 0;
+    },
+    get lastEventId() {
+      return real ? real.lastEventId : options?.lastEventId || undefined;
+    },
+    on: subscribe("on"),
+    once: subscribe("once"),
+    addEventListener(type: string, listener: (event: never) => void) {
+      check(type, listener);
+      early.push([type, listener]);
+      later((client) => client.addEventListener(type, listener as never));
+    },
+    removeEventListener(type: string, listener: (event: never) => void) {
+      check(type, listener);
+      later((client) => client.removeEventListener(type, listener as never));
+    },
+    connect: () => later((client) => client.connect()),
+    reconnect: () => later((client) => client.reconnect()),
+    close() {
+      closed = true;
+      queue = [];
+      real?.close();
+    },
+  };
+  ready().then(
+    () => {
+      if (closed) return;
+      try {
+        real = wasmClient(url, options);
+      } catch (error) {
+        closed = true;
+        tell(early, "error", {
+          type: "error",
+          kind: "invalid_options",
+          message: error instanceof Error ? error.message : String(error),
+        });
+        return;
+      }
+      for (const step of queue) step(real);
+      queue = [];
+      early.length = 0;
+    },
+    (error: unknown) => {
+      closed = true;
+      const message = error instanceof Error ? error.message : String(error);
+      tell(early, "error", { type: "error", kind: "unsupported_environment", message });
+    },
+  );
+  return facade as unknown as AnyClient;
+}
+
+function argumentError(argument: string, reason: string): EventwireError {
+  return new EventwireError(
+    "invalid_argument",
+    `eventwire: invalid argument \`${argument}\`: ${reason}`,
+  );
+}
+
+/** Calls the listeners of `type` among `listeners` with `event`; one that throws is logged. */
+function tell(listeners: [string, (event: never) => void][], type: string, event: object): void {
+  for (const [t, listener] of listeners) {
+    if (t !== type) continue;
+    try {
+      listener(event as never);
+    } catch (error) {
+      console.error("eventwire: a listener threw", error);
+    }
+  }
+}
+
 /**
  * Creates a client for the hub's `/events` endpoint at `url` and, unless `autoConnect: false`
- * or `enabled: false`, connects.
+ * or `enabled: false`, connects. Before the wasm is ready (the first call starts loading it)
+ * the client queues what it is asked; see {@link ready}.
  *
  * @typeParam M - payload types of your events, so listeners are typed:
  * `createClient<{ notification: { message: string } }>(url)`.
- * @throws {@link EventwireError} for bad options, a malformed URL, or outside a browser.
+ * @throws {@link EventwireError} for bad options or a malformed URL (once the wasm is ready;
+ * before, they close the client with an `error` event of kind `"invalid_options"`), and
+ * outside a browser.
  *
  * @example
  * ```ts
@@ -96,35 +255,10 @@ export function createClient<M extends EventMap = EventMap>(
   options?: ClientOptions,
 ): EventwireClient<M> {
   if (!isBrowser) {
-    throw new EventwireError(
-      "unsupported_environment",
-      "eventwire: createClient needs a browser (EventSource and WebAssembly); during server-side rendering create clients in effects",
+    throw unsupported(
+      "createClient needs a browser (EventSource and WebAssembly); during server-side rendering create clients in effects",
     );
   }
-  if (loadError !== undefined) {
-    throw new EventwireError(
-      "unsupported_environment",
-      `eventwire: the WebAssembly module could not be loaded: ${String(loadError)}`,
-      { cause: loadError },
-    );
-  }
-  let client: EventwireClient<M>;
-  try {
-    client = createWasmClient(url, options) as unknown as EventwireClient<M>;
-  } catch (error) {
-    throw fromWasm(error);
-  }
-  // Their errors become EventwireErrors too (own properties over the wasm class's methods).
-  const own = client as unknown as Record<string, (...args: unknown[]) => unknown>;
-  for (const name of CHECKED_METHODS) {
-    const method = own[name]!;
-    own[name] = (...args) => {
-      try {
-        return method.apply(client, args);
-      } catch (error) {
-        throw fromWasm(error);
-      }
-    };
-  }
-  return client;
+  const client = loaded ? wasmClient(url, options) : queuedClient(url, options);
+  return client as unknown as EventwireClient<M>;
 }

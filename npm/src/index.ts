@@ -7,7 +7,7 @@
  * @packageDocumentation
  */
 
-export { createClient, EventwireError } from "./client.js";
+export { createClient, EventwireError, ready } from "./client.js";
 export type {
   BackoffOptions,
   ClientErrorKind,

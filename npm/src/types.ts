@@ -68,8 +68,19 @@ export interface EventwireEvent<T = unknown> {
   id: string | null;
 }
 
-/** `error` lifecycle event kinds. */
-export type ClientErrorKind = "connection" | "decode" | "retries_exhausted" | "server";
+/**
+ * `error` lifecycle event kinds: the SDK's (`connection`, `decode`, `retries_exhausted`,
+ * `server`), and two of a client created before the WebAssembly module was ready, which then
+ * ends CLOSED: `invalid_options` (its options were refused once checked) and
+ * `unsupported_environment` (the module could not be loaded).
+ */
+export type ClientErrorKind =
+  | "connection"
+  | "decode"
+  | "retries_exhausted"
+  | "server"
+  | "invalid_options"
+  | "unsupported_environment";
 
 /** Lifecycle events and what their listeners receive. */
 export interface LifecycleEvents {

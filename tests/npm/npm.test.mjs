@@ -25,6 +25,7 @@ const { chromium } = require("playwright-core");
 const HUB_BIN = process.env.EVENTWIRE_HUB_BIN ?? path.join(ROOT, "target/debug/eventwire");
 const WORK = fs.mkdtempSync(path.join(os.tmpdir(), "eventwire-npm-"));
 const APP = path.join(WORK, "app");
+const BUNDLERS = path.join(WORK, "bundlers");
 const WAIT_MS = 10_000;
 
 let hub; // { url, proc }
@@ -92,12 +93,15 @@ function startStatic() {
   return new Promise((resolve) => {
     const srv = http.createServer((req, res) => {
       const { pathname } = new URL(req.url, "http://x");
-      const file = pathname.startsWith("/app/")
+      const file = pathname.startsWith("/bundlers/")
+        ? path.join(BUNDLERS, "out", pathname.slice("/bundlers/".length))
+        : pathname.startsWith("/app/")
         ? path.join(APP, "dist", pathname.slice("/app/".length))
         : pathname.startsWith("/dev/")
           ? path.join(APP, "dist-dev", pathname.slice("/dev/".length))
           : path.join(APP, pathname);
-      if (!file.startsWith(APP) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+      const inside = file.startsWith(APP) || file.startsWith(path.join(BUNDLERS, "out"));
+      if (!inside || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
         res.writeHead(404).end("not found");
         return;
       }
@@ -510,5 +514,78 @@ test("the chaos proxy's scenarios pass on the optimised build from the tarball",
     errors.filter((e) => !/scenario\/status-|Failed to load resource/.test(e)),
     [],
   );
+  await context.close();
+});
+
+// The packed tarball in each bundler's default configuration (tests/npm/bundlers): the same
+// entry, built, loaded in Chromium, connected to the hub, receiving an event. Vite 5's default
+// build target rejects top-level await in a dependency, so it also proves there is none.
+// Rollup and esbuild do not copy `new URL(..., import.meta.url)` assets: their one documented
+// step is copying the wasm next to the bundle's directory (npm/README.md).
+test("bundlers build the packed package with their default configuration", async (t) => {
+  fs.cpSync(path.join(ROOT, "tests/npm/bundlers"), BUNDLERS, { recursive: true });
+  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball], BUNDLERS);
+  const bin = (name) => path.join(BUNDLERS, "node_modules/.bin", name);
+  const wasm = path.join(BUNDLERS, "node_modules/eventwire/wasm/eventwire_client_bg.wasm");
+  const modulePage = (name) => {
+    const html = fs.readFileSync(path.join(BUNDLERS, "index.html"), "utf8").replace("./entry.js", "./dist/bundle.js");
+    fs.writeFileSync(path.join(BUNDLERS, "out", name, "index.html"), html);
+  };
+  const copyWasm = (name) => {
+    fs.mkdirSync(path.join(BUNDLERS, "out", name, "wasm"), { recursive: true });
+    fs.copyFileSync(wasm, path.join(BUNDLERS, "out", name, "wasm/eventwire_client_bg.wasm"));
+  };
+  const builds = {
+    vite5: () => run(bin("vite"), ["build", "--outDir", "out/vite5", "--base", "./", "--logLevel", "warn"], BUNDLERS),
+    webpack5: () => {
+      run("node", ["-e", `require("webpack")(require("./webpack.config.cjs"), (err, stats) => {
+        if (err || stats.hasErrors()) { console.error(err || stats.toString("errors-only")); process.exit(1); }
+      });`], BUNDLERS);
+      const html = fs.readFileSync(path.join(BUNDLERS, "index.html"), "utf8")
+        .replace('<script type="module" src="./entry.js"></script>', '<script defer src="./dist/bundle.js"></script>');
+      fs.writeFileSync(path.join(BUNDLERS, "out/webpack/index.html"), html);
+      return "webpack";
+    },
+    rollup4: () => {
+      run(bin("rollup"), ["entry.js", "-p", "@rollup/plugin-node-resolve", "--format", "es", "--silent",
+        "--file", "out/rollup4/dist/bundle.js"], BUNDLERS);
+      modulePage("rollup4");
+      copyWasm("rollup4");
+    },
+    esbuild: () => {
+      run(bin("esbuild"), ["entry.js", "--bundle", "--format=esm", "--log-level=warning",
+        "--outfile=out/esbuild/dist/bundle.js"], BUNDLERS);
+      modulePage("esbuild");
+      copyWasm("esbuild");
+    },
+  };
+  for (const [name, build] of Object.entries(builds)) {
+    await t.test(name, async () => {
+      const dir = build() === "webpack" ? "webpack" : name;
+      const client = `bundler-${name}`;
+      const { page, context, errors } = await openPage(
+        `${serverUrl}/bundlers/${dir}/index.html?hub=${hub.url}&client=${client}`,
+      );
+      await waitText(page, "#state", "connected");
+      await publish({ event: "notification", data: { message: `built by ${name}` }, clientId: client });
+      await waitText(page, "#message", `built by ${name}`);
+      assert.deepEqual(errors, []);
+      await context.close();
+    });
+  }
+});
+
+test("a client created before the wasm is ready queues its calls; ready() makes option errors synchronous", async () => {
+  const { page, context, errors } = await openPage(`${serverUrl}/plain/early.html?hub=${hub.url}`);
+  await page.waitForFunction(() => window.result?.opened === true, null, { timeout: WAIT_MS });
+  await publish({ event: "notification", data: { message: "queued" }, clientId: "early-page" });
+  await page.waitForFunction(() => window.result.message === "queued", null, { timeout: WAIT_MS });
+  const got = await page.evaluate(() => window.result);
+  assert.equal(got.state, 0, "a queued client is CONNECTING until checked");
+  assert.deepEqual(got.early.map((e) => e[0]), ["invalid_options"]);
+  assert.match(got.early[0][1], /backoff\.factor/);
+  assert.equal(got.afterState, 2, "refused options close the queued client");
+  assert.deepEqual(got.thrown, { ew: true, type: "invalid_option", option: "backoff.factor" });
+  assert.deepEqual(errors, []);
   await context.close();
 });
