@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::net::{parse_id, rss_bytes, Client, Hub, Sources};
 use crate::publish::{check_streams, finish_streams, publish, start_streams};
-use crate::report::{Dist, Outcome};
+use crate::report::{progress, Dist, Outcome};
 use crate::streams::{self, unix_ms, Acked, Target, LOAD_EVENT};
 
 /// `batch`'s flags.
@@ -103,6 +103,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
     let size = match args.batch_size {
         Some(n) => n,
         None => {
+            progress("probing the largest accepted batch");
             let (mut lo, mut hi) = (0usize, by_bytes);
             while lo < hi {
                 let mid = (lo + hi).div_ceil(2);
@@ -201,6 +202,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    progress(format!("posting the batch of {size}"));
     let batch_start_unix = unix_ms();
     let started = Instant::now();
     let answer = client.call("POST", "/publish", Some(body)).await;
@@ -237,6 +239,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         ),
         Err(e) => out.check(false, format!("the batch call failed: {e}")),
     }
+    progress(format!("the batch call returned after {batch_ms:.0} ms"));
     out.line(format!("batch call took {batch_ms:.1} ms"));
     out.set("batch_call_ms", (batch_ms * 10.0).round() / 10.0);
 

@@ -72,6 +72,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    report::start_clock();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

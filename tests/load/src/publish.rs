@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::net::{parse_id, Client};
-use crate::report::Outcome;
+use crate::report::{progress, Outcome};
 use crate::shard::{self, Shard};
 use crate::streams::{self, Acked, Finish, Report, Target, LOAD_EVENT};
 
@@ -45,6 +45,10 @@ pub async fn start_streams(
     per_process: usize,
 ) -> Option<(Vec<Shard>, usize)> {
     let ranges = shard::split(count, per_process);
+    progress(format!(
+        "opening {count} streams in {} process(es)",
+        ranges.len()
+    ));
     let per_shard = base.concurrency.div_ceil(ranges.len());
     let jobs = ranges
         .into_iter()
@@ -78,6 +82,7 @@ pub async fn start_streams(
             }
         }
     }
+    progress(format!("{connected} streams connected"));
     Some((shards, connected))
 }
 
@@ -94,12 +99,17 @@ pub async fn finish_streams(
         unacked,
         settle_ms,
     };
+    progress(format!(
+        "waiting up to {} s for every stream to receive what it is owed",
+        settle_ms / 1000
+    ));
     let value = serde_json::to_value(&finish).unwrap_or(Value::Null);
     for s in shards.iter() {
         s.finish(value.clone());
     }
     let mut total = Report::default();
     for s in shards.iter_mut() {
+        progress("collecting stream reports");
         match s.done().await.map(serde_json::from_value::<Report>) {
             Ok(Ok(r)) => total.merge(r),
             Ok(Err(e)) => out.check(false, format!("worker report: {e}")),

@@ -3,6 +3,19 @@
 use serde::Serialize;
 use serde_json::Value;
 
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Marks the start of the run for [`progress`].
+pub fn start_clock() {
+    START.get_or_init(std::time::Instant::now);
+}
+
+/// A progress line on stderr (`[  12.3s] what`), for runs that take minutes.
+pub fn progress(what: impl std::fmt::Display) {
+    let t = START.get_or_init(std::time::Instant::now).elapsed();
+    eprintln!("[{:>7.1}s] {what}", t.as_secs_f64());
+}
+
 /// Count, min, p50, p99 and max of a sample (milliseconds unless named otherwise).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Dist {

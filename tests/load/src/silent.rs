@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, Instant};
 
 use crate::net::{connect, Hub, Sources, SseStream};
-use crate::report::{Dist, Outcome};
+use crate::report::{progress, Dist, Outcome};
 use crate::shard::{self, Down, Job as ShardJob, Up};
 use crate::streams::unix_ms;
 
@@ -65,8 +65,9 @@ pub struct Args {
     /// Seconds a probe may take.
     #[arg(long, default_value_t = 3)]
     pub probe_timeout: u64,
-    /// Sockets connecting at once during the opening.
-    #[arg(long, default_value_t = 256)]
+    /// Sockets connecting at once during the opening (keep it below the hub's listen backlog:
+    /// a connect the kernel completed but the hub's queue dropped never reaches the hub).
+    #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
 }
 
@@ -315,6 +316,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         })
         .collect();
     let opening = Instant::now();
+    progress(format!("opening {} silent sockets", args.count));
     let mut shards = match shard::start(jobs) {
         Ok(s) => s,
         Err(e) => {
@@ -359,6 +361,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
     for task in running {
         let _ = task.await;
     }
+    progress("probing done; collecting socket reports");
     for s in &shards {
         s.finish(Value::Null);
     }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::net::{Client, Hub, Sources};
 use crate::publish::{check_streams, event_json, finish_streams, publish, start_streams};
-use crate::report::{Dist, Outcome};
+use crate::report::{progress, Dist, Outcome};
 use crate::streams::{self, client_id, Acked, Target};
 
 /// What the publisher targets.
@@ -160,6 +160,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         args.drop_every_ms
     ));
 
+    progress(format!("publishing and dropping for {} s", args.duration));
     let end = Instant::now() + Duration::from_secs(args.duration);
     let publish_start = Instant::now();
     let publishers = args.publishers.max(1);
