@@ -148,7 +148,9 @@ $("job-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const clientId = $("job-client").value.trim();
   const button = $("start-job");
+  const label = button.textContent;
   button.disabled = true;
+  button.textContent = "Job running…";
   try {
     for (let percent = 0; percent <= 100; percent += 5) {
       await api("/publish", { event: "progress", data: percent, clientId });
@@ -161,6 +163,7 @@ $("job-form").addEventListener("submit", async (e) => {
     showError(error);
   } finally {
     button.disabled = false;
+    button.textContent = label;
   }
 });
 
