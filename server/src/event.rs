@@ -284,6 +284,28 @@ pub(crate) fn compact_json(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+impl Receipt {
+    /// A fresh event's receipt.
+    pub fn new(id: u64, delivered: usize) -> Self {
+        Receipt {
+            ok: true,
+            id: id.to_string(),
+            delivered,
+            duplicate: false,
+        }
+    }
+
+    /// The receipt of a message whose idempotency key was already published as `id`.
+    pub fn duplicate(id: u64) -> Self {
+        Receipt {
+            ok: true,
+            id: id.to_string(),
+            delivered: 0,
+            duplicate: true,
+        }
+    }
+}
+
 /// The JSON body of `POST /publish` (one element of it, when it is an array).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -380,7 +402,10 @@ pub(crate) fn validate_name(field: &str, value: &str) -> Result<(), String> {
 }
 
 /// Parses a `Last-Event-ID`: empty means none; otherwise 1 to 20 decimal digits that fit a u64.
-pub(crate) fn parse_last_event_id(raw: &str) -> Result<Option<u64>, Error> {
+///
+/// # Errors
+/// [`Error::InvalidLastEventId`] for anything else.
+pub fn parse_last_event_id(raw: &str) -> Result<Option<u64>, Error> {
     if raw.is_empty() {
         return Ok(None);
     }
@@ -392,10 +417,18 @@ pub(crate) fn parse_last_event_id(raw: &str) -> Result<Option<u64>, Error> {
         .map_err(|_| Error::InvalidLastEventId(raw.into()))
 }
 
+/// The current time as RFC 3339 with milliseconds, as system events carry it.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
 // --- wire encoding -------------------------------------------------------------------------
 
-/// Encodes an application event: `id:`, `event:`, one `data:` line per line of `data`.
-pub(crate) fn encode_event(id: u64, event: &str, data: &str) -> Bytes {
+/// Encodes an application event as its SSE bytes: `id:`, `event:`, one `data:` line per line
+/// of `data` (CRLF, LF and CR all end a line), and the blank line that dispatches it. `event`
+/// must not contain a line break (publishing checks that). See the
+/// [event stream format](https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream).
+pub fn encode_event(id: u64, event: &str, data: &str) -> Bytes {
     encode_frame(Some(id), event, data)
 }
 
@@ -418,7 +451,7 @@ pub(crate) fn encode_heartbeat(position: Option<u64>, as_event: bool) -> Bytes {
         return encode_system(
             position,
             "__heartbeat",
-            &serde_json::json!({ "serverTime": crate::hub::now_rfc3339() }),
+            &serde_json::json!({ "serverTime": now_rfc3339() }),
         );
     }
     let mut buf = BytesMut::with_capacity(40);
