@@ -24,7 +24,8 @@ pub struct Args {
     /// Topics each stream asks for.
     #[arg(long, default_value_t = 1000)]
     pub topics: usize,
-    /// Events published to the first topic before the resumes (they must fit the hub's history).
+    /// Events published to the first topic before the resumes. They and the bystander's
+    /// events (50/s) must fit the hub's `--history-size`, or resumes see a `__gap` (reported).
     #[arg(long, default_value_t = 300)]
     pub history: u32,
     /// Seconds of resumes.
@@ -44,16 +45,19 @@ pub struct Args {
     pub max_publish_p99_ms: Option<f64>,
 }
 
-fn topic_list(n: usize) -> String {
-    (0..n)
-        .map(|i| format!("k{i}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// `k0` (the topic the history is published to) and `n - 1` topics of this owner's own
+/// (`{owner}.{j:x}`), so every stream adds distinct topics to the hub, as many users would.
+fn topic_list(owner: &str, n: usize) -> String {
+    let mut list = String::from("k0");
+    for j in 1..n {
+        list.push_str(&format!(",{owner}.{j:x}"));
+    }
+    list
 }
 
 /// Opens a stream with `n` topics; `Err((status, code))` when the hub refuses it.
 async fn try_topics(hub: &Hub, n: usize) -> Result<(), (u16, String)> {
-    let query = format!("clientId=tcap&topics={}", topic_list(n));
+    let query = format!("clientId=tcap&topics={}", topic_list("c", n));
     match SseStream::open(hub, None, &query, "").await {
         Ok(mut s) => s
             .connected()
@@ -162,7 +166,6 @@ pub async fn run(hub: Hub, sources: Sources, args: Args) -> bool {
     if accepted == 0 {
         return out.finish();
     }
-    let joined = topic_list(accepted);
 
     // 2. M streams holding them, drained in the background.
     let received = Arc::new(AtomicU64::new(0));
@@ -170,7 +173,10 @@ pub async fn run(hub: Hub, sources: Sources, args: Args) -> bool {
     let mut open_errors = BTreeMap::<String, usize>::new();
     let opening = Instant::now();
     for i in 0..args.streams {
-        let query = format!("clientId=tp{i}&topics={joined}");
+        let query = format!(
+            "clientId=tp{i}&topics={}",
+            topic_list(&format!("{i:x}"), accepted)
+        );
         match SseStream::open(&hub, Some(sources.addr(i)), &query, "").await {
             Ok(mut s) => {
                 let received = received.clone();
@@ -284,7 +290,10 @@ pub async fn run(hub: Hub, sources: Sources, args: Args) -> bool {
     let resumers: Vec<_> = (0..args.resumers)
         .map(|r| {
             let (hub, from) = (hub.clone(), from.clone());
-            let query = format!("clientId=tr{r}&topics={joined}");
+            let query = format!(
+                "clientId=tr{r}&topics={}",
+                topic_list(&format!("r{r}"), accepted)
+            );
             let expect = args.history;
             tokio::spawn(async move {
                 let mut done = Vec::new();
