@@ -1,40 +1,65 @@
-//! The seam between publishing and delivery, where fan-out across several hub instances
-//! plugs in.
+//! The seam between publishing and delivery, where several hub instances become one.
 //!
-//! [`Hub::publish`] validates messages and hands them to the hub's [`Broker`]. The default,
-//! [`LocalBroker`], delivers them straight to this process's connections with
-//! [`Hub::deliver_local`]. A broker for several instances (Redis, say) sends them to the
-//! shared bus instead, and every instance's own subscriber task calls
-//! [`Hub::deliver_local`] for what arrives from the bus.
+//! A [`Broker`] owns what must be the same for every instance: event ids, the replay
+//! history and idempotency keys. [`Hub::publish`](crate::Hub::publish) validates messages
+//! and hands them to the broker, which gives them ids, keeps them, and delivers every
+//! published event, in id order, to each instance's [`Sink`]: the local fan-out (this
+//! process's connections, their entitlement and queues). A stream resumes by registering
+//! with the sink, reading the history from the broker up to the sink's position, and
+//! skipping by id.
+//!
+//! Two brokers ship: [`MemoryBroker`](crate::MemoryBroker) (one process, nothing external;
+//! the default) and [`RedisBroker`](crate::RedisBroker) (Redis Streams, any number of
+//! instances).
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
 use crate::error::Error;
 use crate::event::{Message, Receipt};
-use crate::hub::Hub;
 
-/// Where validated messages go to be delivered.
-pub trait Broker: Send + Sync + Debug + 'static {
-    /// Publishes `messages`, in order, and says what happened to each.
-    fn publish<'a>(
-        &'a self,
-        hub: &'a Hub,
-        messages: Vec<Message>,
-    ) -> BoxFuture<'a, Result<Vec<Receipt>, Error>>;
+/// One published event with the id the broker gave it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The broker-assigned id: unique, strictly increasing in publish order.
+    pub id: u64,
+    /// What was published.
+    pub message: Message,
 }
 
-/// Delivers to this process's connections only. Needs nothing external.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalBroker;
+/// What a broker holds after a client's Last-Event-ID.
+#[derive(Debug, Default)]
+pub struct History {
+    /// The events after the id, oldest first (ephemeral ones are never kept).
+    pub events: Vec<StoredEvent>,
+    /// `Some` when events after the id are no longer kept (or the id is unknown): the
+    /// client may have missed events. Holds the oldest id still kept, if any.
+    pub gap: Option<Option<u64>>,
+}
 
-impl Broker for LocalBroker {
-    fn publish<'a>(
-        &'a self,
-        hub: &'a Hub,
-        messages: Vec<Message>,
-    ) -> BoxFuture<'a, Result<Vec<Receipt>, Error>> {
-        Box::pin(async move { hub.deliver_local(messages) })
-    }
+/// Where a broker delivers every published event: one instance's connections.
+pub trait Sink: Send + Sync + 'static {
+    /// Delivers events (in id order, ids above any delivered before) to the connections
+    /// entitled to them. Returns, per event, how many connections it was queued to.
+    fn deliver(&self, events: Vec<StoredEvent>) -> Vec<usize>;
+}
+
+/// Ids, history and idempotency shared by every hub instance that uses the same broker.
+pub trait Broker: Send + Sync + Debug + 'static {
+    /// Connects the broker to this instance's fan-out. Called once, by
+    /// [`Hub::with_broker`](crate::Hub::with_broker), before any other method. Returns the
+    /// newest id the broker has issued: the position the sink starts from (what a fresh
+    /// connection is told it is up to date with).
+    fn attach(&self, sink: Arc<dyn Sink>) -> u64;
+
+    /// Publishes validated messages, in order, and answers once the broker holds them (an
+    /// acknowledged event is delivered to every instance). A message whose idempotency key
+    /// the broker has seen is not published again: its receipt says `duplicate`.
+    fn publish(&self, messages: Vec<Message>) -> BoxFuture<'_, Result<Vec<Receipt>, Error>>;
+
+    /// The kept events with ids in `(after, upto]`: what a client that last saw `after`
+    /// missed, up to the position of the sink it registered with.
+    fn history(&self, after: u64, upto: u64) -> BoxFuture<'_, Result<History, Error>>;
 }

@@ -83,6 +83,9 @@ pub enum Error {
     /// A connection limit was reached.
     #[error("{0}")]
     TooManyConnections(String),
+    /// The broker (Redis) cannot be reached: nothing was published.
+    #[error("the broker is unavailable: {0}")]
+    BrokerUnavailable(String),
     /// The hub is shutting down and takes no new streams.
     #[error("the hub is shutting down")]
     ShuttingDown,
@@ -127,7 +130,9 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::ShuttingDown | Error::ClientPaused { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ShuttingDown | Error::ClientPaused { .. } | Error::BrokerUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -156,6 +161,7 @@ impl Error {
             Error::MethodNotAllowed => "method_not_allowed",
             Error::TooManyConnections(_) => "too_many_connections",
             Error::ShuttingDown => "shutting_down",
+            Error::BrokerUnavailable(_) => "broker_unavailable",
             Error::ClientPaused { .. } => "client_paused",
         }
     }
@@ -179,7 +185,9 @@ impl IntoResponse for Error {
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let mut response = (status, Json(body)).into_response();
         let retry_after = match &self {
-            Error::TooManyConnections(_) | Error::ShuttingDown => Some(RETRY_AFTER_LIMIT),
+            Error::TooManyConnections(_) | Error::ShuttingDown | Error::BrokerUnavailable(_) => {
+                Some(RETRY_AFTER_LIMIT)
+            }
             Error::ClientPaused { retry_after, .. } => Some(*retry_after),
             _ => None,
         };

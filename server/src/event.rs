@@ -130,10 +130,6 @@ impl Message {
         self
     }
 
-    pub(crate) fn is_monitoring(&self) -> bool {
-        self.target == Target::Monitors
-    }
-
     /// The event type.
     pub fn event(&self) -> &str {
         &self.event

@@ -17,20 +17,24 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, LocalBroker};
+use crate::broker::{Broker, Sink, StoredEvent};
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::{encode_event, encode_position, encode_system, Event, Message, Receipt, Target};
+use crate::event::{
+    encode_event, encode_position, encode_system, now_rfc3339, Event, Message, Receipt, Target,
+};
+use crate::memory::MemoryBroker;
 use crate::metrics::Metrics;
-use crate::stream::{Cut, Filter, Frame, Opening, Published, Subscription};
+use crate::stream::{Cut, Filter, Frame, Opening, Published, Registry, Subscription, Timing};
 
 /// How many topics `/stats` lists (the ones with the most connections).
 pub const STATS_TOPICS: usize = 50;
@@ -44,19 +48,25 @@ pub struct Hub {
 #[derive(Debug)]
 struct Shared {
     config: Config,
-    /// Connections, history and the id sequence. A std mutex: it is never held across an
-    /// `.await`, only for one publish batch (id, history, `try_send` to each target) or one
-    /// subscribe/unsubscribe. Holding it across the fan-out is what gives every connection
-    /// the events in id order and makes the history/live seam free of duplicates.
-    state: Mutex<State>,
-    metrics: Metrics,
+    fanout: Arc<Fanout>,
     broker: Box<dyn Broker>,
     shutdown: CancellationToken,
     started: Instant,
+}
+
+/// This instance's connections: the [`Sink`] the broker delivers to.
+#[derive(Debug)]
+struct Fanout {
+    /// Connections and their indexes. A std mutex: never held across an `.await`, only for
+    /// one delivery (`try_send` to each recipient) or one subscribe/unsubscribe. Holding it
+    /// across a delivery is what makes registration and the position agree: a connection
+    /// registered at position P gets every event after P from its queue.
+    state: Mutex<State>,
+    metrics: Metrics,
     /// Bumped whenever a connection comes or goes, for presence updates.
     presence: watch::Sender<u64>,
-    /// The newest id issued, stored once its frames are queued.
-    newest: std::sync::atomic::AtomicU64,
+    /// The newest id delivered here, stored once its frames are queued.
+    position: AtomicU64,
 }
 
 /// What to subscribe a new connection to. Built by the `/events` route; public so that other
@@ -161,16 +171,17 @@ pub struct ClientInfo {
 }
 
 impl Hub {
-    /// A hub that delivers within this process.
+    /// A hub that keeps ids and history in this process ([`MemoryBroker`]).
     ///
     /// # Panics
     /// When a setting is out of range ([`Config::validate`] says which); check it first to
     /// report the problem another way.
     pub fn new(config: Config) -> Self {
-        Hub::with_broker(config, LocalBroker)
+        let broker = MemoryBroker::new(config.history_size, config.history_ttl);
+        Hub::with_broker(config, broker)
     }
 
-    /// A hub whose published messages go through `broker` (see [`crate::broker`]).
+    /// A hub whose ids, history and delivery go through `broker` (see [`crate::broker`]).
     ///
     /// # Panics
     /// As [`Hub::new`].
@@ -178,35 +189,21 @@ impl Hub {
         if let Err(problem) = config.validate() {
             panic!("invalid eventwire Config: {problem}");
         }
-        // Ids start from the current time in microseconds, so they keep increasing across
-        // restarts and a Last-Event-ID from an earlier run is recognised as a gap.
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let state = State {
-            next_id: seed + 1,
-            floor: seed,
-            history: VecDeque::new(),
-            keys: HashMap::new(),
-            next_conn: 0,
-            conns: HashMap::new(),
-            by_client: HashMap::new(),
-            by_user: HashMap::new(),
-            by_topic: HashMap::new(),
-            by_owner: HashMap::new(),
-            monitors: HashSet::new(),
-            paused: HashMap::new(),
-        };
+        let fanout = Arc::new(Fanout {
+            state: Mutex::new(State::default()),
+            metrics: Metrics::new(),
+            presence: watch::channel(0).0,
+            position: AtomicU64::new(0),
+        });
+        let start = broker.attach(fanout.clone());
+        fanout.position.store(start, Ordering::Release);
         Hub {
             shared: Arc::new(Shared {
                 config,
-                state: Mutex::new(state),
-                metrics: Metrics::new(),
+                fanout,
                 broker: Box::new(broker),
                 shutdown: CancellationToken::new(),
                 started: Instant::now(),
-                presence: watch::channel(0).0,
-                newest: std::sync::atomic::AtomicU64::new(seed),
             }),
         }
     }
@@ -219,13 +216,13 @@ impl Hub {
     /// Publishes one message.
     ///
     /// # Errors
-    /// [`Error::InvalidEvent`] or [`Error::InvalidId`] for a bad name or key, or whatever
-    /// the broker reports.
+    /// [`Error::InvalidEvent`] or [`Error::InvalidId`] for a bad name or key,
+    /// [`Error::BrokerUnavailable`] when the broker cannot take it.
     pub async fn publish(&self, message: Message) -> Result<Receipt, Error> {
         let mut receipts = self.publish_all(vec![message]).await?;
         receipts
             .pop()
-            .ok_or_else(|| Error::MalformedJson("the broker returned no receipt".into()))
+            .ok_or_else(|| Error::BrokerUnavailable("the broker returned no receipt".into()))
     }
 
     /// Publishes several messages in order. All are validated first: if one is invalid,
@@ -235,7 +232,15 @@ impl Hub {
     /// As [`Hub::publish`].
     pub async fn publish_all(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, Error> {
         Message::validate_all(&messages)?;
-        self.shared.broker.publish(self, messages).await
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = messages.len();
+        let receipts = self.shared.broker.publish(messages).await?;
+        let fresh = receipts.iter().filter(|r| !r.duplicate).count();
+        self.shared.fanout.metrics.published.inc_by(fresh as u64);
+        debug_assert_eq!(receipts.len(), count);
+        Ok(receipts)
     }
 
     /// Broadcasts a typed [`Event`] to every connection.
@@ -254,149 +259,42 @@ impl Hub {
         self.publish(Message::typed(event)?.to(target)).await
     }
 
-    /// Delivers messages to this process's connections, assigning ids. Brokers call this;
-    /// applications call [`Hub::publish`].
-    ///
-    /// A call takes one slot in each recipient's queue, whatever its length, so publishing
-    /// many events at once never makes a reader look slow. The work under the hub's lock is
-    /// proportional to the events plus the recipients, not their product: every possible
-    /// recipient is handed the same shared frames, and each stream picks its own.
-    ///
-    /// # Errors
-    /// [`Error::InvalidEvent`] or [`Error::InvalidId`] when a message does not validate (a
-    /// broker must not be able to inject SSE fields); nothing is delivered then.
-    pub fn deliver_local(&self, messages: Vec<Message>) -> Result<Vec<Receipt>, Error> {
-        Message::validate_all(&messages)?;
-        let config = &self.shared.config;
-        let metrics = &self.shared.metrics;
-        let monitoring = messages.iter().all(Message::is_monitoring);
-        let mut receipts: Vec<Receipt> = Vec::with_capacity(messages.len());
-        // The frames this call hands out, and for each the receipt it belongs to.
-        let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(messages.len());
-        let mut receipt_of: Vec<usize> = Vec::with_capacity(messages.len());
-        let mut state = self.lock();
-        let now = Instant::now();
-        state.evict(now, config);
-        for message in messages {
-            if let Some(id) = message.key.as_ref().and_then(|k| state.keys.get(k)) {
-                receipts.push(Receipt {
-                    ok: true,
-                    id: id.to_string(),
-                    delivered: 0,
-                    duplicate: true,
-                });
-                continue;
-            }
-            let id = state.next_id;
-            state.next_id += 1;
-            let frame = Arc::new(Frame {
-                id,
-                bytes: encode_event(id, &message.event, message.data.get()),
-                event: message.event.into_boxed_str(),
-                target: message.target,
-            });
-            receipt_of.push(receipts.len());
-            receipts.push(Receipt {
-                ok: true,
-                id: id.to_string(),
-                delivered: 0,
-                duplicate: false,
-            });
-            if !message.ephemeral {
-                if let Some(key) = &message.key {
-                    state.keys.insert(key.clone(), id);
-                }
-                state.history.push_back(Stored {
-                    frame: frame.clone(),
-                    at: now,
-                    key: message.key,
-                });
-            }
-            frames.push(frame);
-        }
-        let mut cut = Vec::new();
-        if !frames.is_empty() {
-            // Every connection some frame's target reaches gets the whole call (one `Arc`);
-            // its stream skips what it is not entitled to.
-            let recipients = state.recipients(&frames);
-            let published = Arc::new(Published {
-                frames,
-                at: Some(tokio::time::Instant::now()),
-            });
-            for key in &recipients {
-                let Some(conn) = state.conns.get(key) else {
-                    continue;
-                };
-                match conn.tx.try_send(published.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => cut.push(*key),
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
-            }
-            let cut_set: HashSet<u64> = cut.iter().copied().collect();
-            // Receipts: how many connections each event was queued to. Counted once per
-            // distinct (target, event name), which a batch usually repeats.
-            let mut counted: HashMap<(&Target, &str), usize> = HashMap::new();
-            for (frame, &r) in published.frames.iter().zip(&receipt_of) {
-                let n = *counted
-                    .entry((&frame.target, &frame.event))
-                    .or_insert_with(|| state.count_entitled(&frame.target, &frame.event, &cut_set));
-                receipts[r].delivered = n;
-            }
-        }
-        let cuts = state.cut_slow(&cut, metrics, !monitoring);
-        if !monitoring {
-            let fresh = receipts.iter().filter(|r| !r.duplicate).count();
-            metrics.published.inc_by(fresh as u64);
-            let delivered: usize = receipts.iter().map(|r| r.delivered).sum();
-            metrics.delivered.inc_by(delivered as u64);
-        }
-        state.evict(now, config);
-        // Published after the frames are queued: a stream that reads this id and then finds
-        // its queue empty has been handed every event up to it (see `Subscription`).
-        self.shared
-            .newest
-            .store(state.next_id - 1, std::sync::atomic::Ordering::Release);
-        drop(state);
-        if cuts > 0 {
-            // Cut connections are gone: dashboards hear of it like of any other departure.
-            self.shared.presence.send_modify(|v| *v += 1);
-        }
-        Ok(receipts)
+    /// Delivers the hub's own monitoring events to this instance's monitor connections,
+    /// bypassing the broker: each instance reports on itself. They carry no id (they are
+    /// not part of the stream a client resumes) and are not counted as traffic.
+    pub(crate) fn deliver_monitoring(&self, event: &str, data: &serde_json::Value) {
+        let frame = Arc::new(Frame {
+            id: 0,
+            bytes: encode_system(None, event, data),
+            event: event.into(),
+            target: Target::Monitors,
+        });
+        self.shared.fanout.deliver_frames(vec![frame], false);
     }
 
-    /// The newest event id this hub has issued.
-    pub(crate) fn newest_id(&self) -> u64 {
-        self.shared
-            .newest
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Counts and logs a stream that cut itself for lagging (see [`Config::max_lag`]).
-    pub(crate) fn count_lag_cut(&self, client_id: &str, max_lag: Duration) {
-        self.shared.metrics.slow_consumers.inc();
-        tracing::warn!(
-            %client_id,
-            "cut a slow consumer: its oldest unwritten event is older than {max_lag:?}"
-        );
+    /// The newest event id delivered to this instance's connections.
+    pub fn position(&self) -> u64 {
+        self.shared.fanout.position.load(Ordering::Acquire)
     }
 
     /// Whether any connection receives monitoring events right now.
     pub fn has_monitors(&self) -> bool {
-        !self.lock().monitors.is_empty()
+        !self.shared.fanout.lock().monitors.is_empty()
     }
 
     /// Registers a new connection and returns its stream, starting with the `retry:` hint,
     /// `__connected`, and the replay (or `__gap`) when `last_event_id` is set.
     ///
-    /// Registration and the snapshot of the history happen under one short lock (pointer
-    /// copies only); the replay is filtered afterwards, outside it. Every event is then
-    /// either in the snapshot or in the new connection's queue, never both.
+    /// Resuming is "register, read history, skip by id": the connection is registered with
+    /// this instance's fan-out at its current position P (every later event reaches its
+    /// queue), then the broker's history after the client's id up to P is read (no lock is
+    /// held meanwhile), and the stream skips whatever its client already has.
     ///
     /// # Errors
     /// [`Error::TooManyConnections`] past a limit, [`Error::InvalidQuery`] past the topic or
-    /// event-filter caps, [`Error::ShuttingDown`] after [`Hub::shutdown`].
-    pub fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, Error> {
+    /// event-filter caps, [`Error::ShuttingDown`] after [`Hub::shutdown`],
+    /// [`Error::BrokerUnavailable`] when the history cannot be read.
+    pub async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, Error> {
         let config = &self.shared.config;
         if request.topics.len() > config.max_topics_per_connection {
             return Err(Error::InvalidQuery(format!(
@@ -431,55 +329,10 @@ impl Hub {
             events: request.events,
             monitor: request.monitor,
         });
-
-        let mut state = self.lock();
-        if self.shared.shutdown.is_cancelled() {
-            return Err(Error::ShuttingDown);
-        }
-        let now = Instant::now();
-        if let Some(until) = state.paused.get(&filter.client_id).copied() {
-            if until > now {
-                return Err(Error::ClientPaused {
-                    client_id: filter.client_id.clone(),
-                    retry_after: until - now,
-                });
-            }
-            state.paused.remove(&filter.client_id);
-        }
-        if config.auth.is_some() {
-            // With auth on, a client id belongs to the user holding it: another user cannot
-            // claim it (and with it that client's messages, limits or pause).
-            let held_by_other = state.by_client.get(&filter.client_id).is_some_and(|keys| {
-                keys.iter()
-                    .filter_map(|k| state.conns.get(k))
-                    .any(|c| c.filter.user_id != filter.user_id)
-            });
-            if held_by_other {
-                return Err(Error::ClientIdTaken(filter.client_id.clone()));
-            }
-        }
-        state.check_limits(config, &filter.client_id, owner.as_ref())?;
-        state.evict(now, config);
-
-        let position = state.next_id - 1;
-        let floor = state.floor;
-        let oldest = state.history.front().map(|e| e.frame.id);
-        let snapshot: Vec<Arc<Frame>> = match request.last_event_id {
-            Some(last) => {
-                // Ids in the history increase: find the first one after `last`.
-                let from = state.history.partition_point(|e| e.frame.id <= last);
-                state
-                    .history
-                    .range(from..)
-                    .map(|e| e.frame.clone())
-                    .collect()
-            }
-            None => Vec::new(),
-        };
-        let key = state.next_conn;
-        state.next_conn += 1;
-        state.insert(
-            key,
+        let fanout = &self.shared.fanout;
+        let (key, position) = fanout.register(
+            config,
+            &self.shared.shutdown,
             Conn {
                 filter: filter.clone(),
                 owner,
@@ -487,15 +340,26 @@ impl Hub {
                 kill: Some(kill_tx),
                 connected_at: SystemTime::now(),
             },
-        );
-        drop(state);
-        self.shared.presence.send_modify(|v| *v += 1);
+        )?;
+        // From here on the connection is registered; if reading the history fails, dropping
+        // `unregister` takes it out again.
+        let unregister = Unregister {
+            fanout: fanout.clone(),
+            key: Some(key),
+        };
 
-        // Outside the lock: the replay, the opening frames.
-        let replay: Vec<Arc<Frame>> = snapshot
-            .into_iter()
-            .filter(|f| filter.entitled(&f.target, &f.event))
-            .collect();
+        let mut replay = Vec::new();
+        let mut gap = None;
+        if let Some(last) = request.last_event_id {
+            let history = self.shared.broker.history(last, position).await?;
+            gap = history.gap;
+            replay = history
+                .events
+                .into_iter()
+                .filter(|e| filter.entitled(&e.message.target, &e.message.event))
+                .map(|e| frame_of(e.id, e.message))
+                .collect();
+        }
         let mut head = vec![crate::event::encode_retry(config.retry.as_millis() as u64)];
         let connected = Connected {
             connection_id: &connection_id,
@@ -508,15 +372,18 @@ impl Hub {
         };
         let connected = serde_json::to_value(&connected).unwrap_or_default();
         let mut tail = None;
-        match request.last_event_id {
-            // A fresh connection is up to date as of the newest id: handing it that id means
+        let written = match request.last_event_id {
+            // A fresh connection is up to date as of the position: handing it that id means
             // a reconnect (by the browser or the SDK) replays whatever it misses from here on,
             // even if it received no event before the connection dropped.
-            None => head.push(encode_system(Some(position), "__connected", &connected)),
+            None => {
+                head.push(encode_system(Some(position), "__connected", &connected));
+                position
+            }
             // A resuming connection keeps its own id until the replay has moved it forward.
             Some(last) => {
                 head.push(encode_system(None, "__connected", &connected));
-                if last < floor || last > position {
+                if let Some(oldest) = gap {
                     let gap = Gap {
                         last_event_id: last.to_string(),
                         oldest_available_id: oldest.map(|id| id.to_string()),
@@ -524,30 +391,47 @@ impl Hub {
                     let gap = serde_json::to_value(&gap).unwrap_or_default();
                     head.push(encode_system(None, "__gap", &gap));
                 }
-                // The replay covered every entitled event up to the newest id, and everything
-                // after it goes to the queue: that id is where this client now stands, even if
-                // none of the recent events were for it.
-                tail = Some(encode_position(position));
+                // The replay covered every entitled event up to the position, and everything
+                // after it goes to the queue: that is where this client now stands, even if
+                // none of the recent events were for it. (A client ahead of this instance,
+                // possible with several instances, keeps its own id.)
+                // After a gap, an id this instance never issued (from the future) must not
+                // make the stream skip what comes.
+                let written = if gap.is_some() {
+                    last.min(position)
+                } else {
+                    last
+                };
+                let stands = position.max(written);
+                tail = Some((stands, encode_position(stands)));
+                written
             }
-        }
+        };
         let replay = (!replay.is_empty()).then(|| {
             Arc::new(Published {
                 frames: replay,
                 at: None,
             })
         });
+        let key = unregister.keep();
         Ok(Subscription::new(
-            self.clone(),
+            fanout.clone(),
             Opening {
                 key,
                 head,
                 replay,
                 tail,
-                written: position,
+                written,
                 rx,
                 kill: kill_rx,
                 filter,
                 heartbeat_event,
+            },
+            Timing {
+                heartbeat: config.heartbeat,
+                idle_timeout: config.idle_timeout,
+                retry_ms: config.retry.as_millis() as u64,
+                max_lag: config.max_lag,
             },
             self.shared.shutdown.clone(),
         ))
@@ -566,8 +450,9 @@ impl Hub {
 
     /// Live numbers.
     pub fn stats(&self) -> Stats {
-        let state = self.lock();
-        let m = &self.shared.metrics;
+        let fanout = &self.shared.fanout;
+        let state = fanout.lock();
+        let m = &fanout.metrics;
         let active = state.conns.len();
         let clients = state.by_client.len();
         Stats {
@@ -591,7 +476,7 @@ impl Hub {
 
     /// The connected clients, sorted by client id.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        let state = self.lock();
+        let state = self.shared.fanout.lock();
         let mut clients: Vec<ClientInfo> = state
             .by_client
             .iter()
@@ -624,23 +509,22 @@ impl Hub {
     /// The counters in Prometheus/OpenMetrics text. The connection gauges are derived from
     /// the registry here, at scrape time, rather than kept up to date on every change.
     pub fn metrics_text(&self) -> String {
-        self.update_gauges(&self.lock());
-        self.shared.metrics.encode()
-    }
-
-    /// Removes a connection (its stream ended). A no-op when it is already gone.
-    pub(crate) fn remove(&self, key: u64) {
-        let mut state = self.lock();
-        if state.remove(key).is_some() {
-            drop(state);
-            self.shared.presence.send_modify(|v| *v += 1);
+        let fanout = &self.shared.fanout;
+        {
+            let state = fanout.lock();
+            let m = &fanout.metrics;
+            m.active_connections.set(state.conns.len() as i64);
+            m.unique_clients.set(state.by_client.len() as i64);
+            m.unique_users.set(state.by_user.len() as i64);
         }
+        fanout.metrics.encode()
     }
 
     /// Cuts every connection of `client_id` (they get `__error` with reason `dropped`) and
     /// refuses it new ones for `pause`. Returns how many connections were cut.
     pub fn drop_client(&self, client_id: &str, pause: Duration) -> usize {
-        let mut state = self.lock();
+        let fanout = &self.shared.fanout;
+        let mut state = fanout.lock();
         let now = Instant::now();
         state.paused.retain(|_, until| *until > now);
         if !pause.is_zero() {
@@ -656,7 +540,7 @@ impl Hub {
         let cut = state.cut(&keys, Cut::Dropped).len();
         drop(state);
         if cut > 0 {
-            self.shared.presence.send_modify(|v| *v += 1);
+            fanout.presence.send_modify(|v| *v += 1);
             tracing::info!(%client_id, connections = cut, ?pause, "dropped a client on request");
         }
         cut
@@ -664,40 +548,191 @@ impl Hub {
 
     /// Changes whenever a connection comes or goes.
     pub fn presence(&self) -> watch::Receiver<u64> {
-        self.shared.presence.subscribe()
+        self.shared.fanout.presence.subscribe()
     }
 
     /// Completes when [`Hub::shutdown`] is called.
     pub async fn shutting_down(&self) {
         self.shared.shutdown.cancelled().await;
     }
+}
 
-    fn update_gauges(&self, state: &State) {
-        let m = &self.shared.metrics;
-        m.active_connections.set(state.conns.len() as i64);
-        m.unique_clients.set(state.by_client.len() as i64);
-        m.unique_users.set(state.by_user.len() as i64);
-    }
+/// Takes a registered connection out again unless [`Unregister::keep`] is called.
+struct Unregister {
+    fanout: Arc<Fanout>,
+    key: Option<u64>,
+}
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the maps half-updated in a way that
-        // matters more than refusing all further service would, so recover the guard.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Unregister {
+    fn keep(mut self) -> u64 {
+        self.key.take().unwrap_or_default()
     }
 }
 
-#[derive(Debug)]
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.fanout.remove(key);
+        }
+    }
+}
+
+/// Encodes one stored event for the wire.
+fn frame_of(id: u64, message: Message) -> Arc<Frame> {
+    Arc::new(Frame {
+        id,
+        bytes: encode_event(id, &message.event, message.data.get()),
+        event: message.event.into_boxed_str(),
+        target: message.target,
+    })
+}
+
+impl Fanout {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than refusing all further service would, so recover the guard.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a connection; returns its key and the position it starts from.
+    fn register(
+        &self,
+        config: &Config,
+        shutdown: &CancellationToken,
+        conn: Conn,
+    ) -> Result<(u64, u64), Error> {
+        let mut state = self.lock();
+        if shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let filter = &conn.filter;
+        let now = Instant::now();
+        if let Some(until) = state.paused.get(&filter.client_id).copied() {
+            if until > now {
+                return Err(Error::ClientPaused {
+                    client_id: filter.client_id.clone(),
+                    retry_after: until - now,
+                });
+            }
+            state.paused.remove(&filter.client_id);
+        }
+        if config.auth.is_some() {
+            // With auth on, a client id belongs to the user holding it: another user cannot
+            // claim it (and with it that client's messages, limits or pause).
+            let held_by_other = state.by_client.get(&filter.client_id).is_some_and(|keys| {
+                keys.iter()
+                    .filter_map(|k| state.conns.get(k))
+                    .any(|c| c.filter.user_id != filter.user_id)
+            });
+            if held_by_other {
+                return Err(Error::ClientIdTaken(filter.client_id.clone()));
+            }
+        }
+        state.check_limits(config, &filter.client_id, conn.owner.as_ref())?;
+        let key = state.next_conn;
+        state.next_conn += 1;
+        state.insert(key, conn);
+        // Read under the lock that deliveries hold: every event after it reaches the queue.
+        let position = self.position.load(Ordering::Acquire);
+        drop(state);
+        self.presence.send_modify(|v| *v += 1);
+        Ok((key, position))
+    }
+
+    /// Hands one delivery's frames to every connection some frame's target reaches (one
+    /// `Arc`, one queue slot each); each stream skips what it is not entitled to. Returns,
+    /// per frame, how many connections are entitled to it and got it.
+    fn deliver_frames(&self, frames: Vec<Arc<Frame>>, count: bool) -> Vec<usize> {
+        if frames.is_empty() {
+            return Vec::new();
+        }
+        let mut state = self.lock();
+        let recipients = state.recipients(&frames);
+        let newest = frames.iter().map(|f| f.id).max().unwrap_or(0);
+        let published = Arc::new(Published {
+            frames,
+            at: Some(tokio::time::Instant::now()),
+        });
+        let mut cut = Vec::new();
+        for key in &recipients {
+            let Some(conn) = state.conns.get(key) else {
+                continue;
+            };
+            match conn.tx.try_send(published.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => cut.push(*key),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        let cut_set: HashSet<u64> = cut.iter().copied().collect();
+        // How many connections each event was queued to. Counted once per distinct
+        // (target, event name), which a batch usually repeats.
+        let mut counted: HashMap<(&Target, &str), usize> = HashMap::new();
+        let delivered: Vec<usize> = published
+            .frames
+            .iter()
+            .map(|frame| {
+                *counted
+                    .entry((&frame.target, &frame.event))
+                    .or_insert_with(|| state.count_entitled(&frame.target, &frame.event, &cut_set))
+            })
+            .collect();
+        let cuts = state.cut_slow(&cut, &self.metrics, count);
+        if count {
+            self.metrics
+                .delivered
+                .inc_by(delivered.iter().sum::<usize>() as u64);
+        }
+        if newest > 0 {
+            // Stored after the frames are queued: a stream that reads this position and then
+            // finds its queue empty has been handed every event up to it.
+            self.position.fetch_max(newest, Ordering::AcqRel);
+        }
+        drop(state);
+        if cuts > 0 {
+            // Cut connections are gone: dashboards hear of it like of any other departure.
+            self.presence.send_modify(|v| *v += 1);
+        }
+        delivered
+    }
+}
+
+impl Sink for Fanout {
+    fn deliver(&self, events: Vec<StoredEvent>) -> Vec<usize> {
+        let frames = events
+            .into_iter()
+            .map(|e| frame_of(e.id, e.message))
+            .collect();
+        self.deliver_frames(frames, true)
+    }
+}
+
+impl Registry for Fanout {
+    fn remove(&self, key: u64) {
+        let mut state = self.lock();
+        if state.remove(key).is_some() {
+            drop(state);
+            self.presence.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    fn lag_cut(&self, client_id: &str, max_lag: Duration) {
+        self.metrics.slow_consumers.inc();
+        tracing::warn!(
+            %client_id,
+            "cut a slow consumer: its oldest unwritten event is older than {max_lag:?}"
+        );
+    }
+}
+
+#[derive(Debug, Default)]
 struct State {
-    next_id: u64,
-    /// Every event with an id above `floor` is still in the history (or was never
-    /// published); a client whose Last-Event-ID is below it may have missed events.
-    floor: u64,
-    history: VecDeque<Stored>,
-    /// Idempotency key to event id, for the events still in the history.
-    keys: HashMap<String, u64>,
     next_conn: u64,
     conns: HashMap<u64, Conn>,
     by_client: HashMap<String, HashSet<u64>>,
@@ -709,13 +744,6 @@ struct State {
     monitors: HashSet<u64>,
     /// Client ids refused until the given time by [`Hub::drop_client`].
     paused: HashMap<String, Instant>,
-}
-
-#[derive(Debug)]
-struct Stored {
-    frame: Arc<Frame>,
-    at: Instant,
-    key: Option<String>,
 }
 
 #[derive(Debug)]
@@ -855,25 +883,6 @@ impl State {
         cut
     }
 
-    fn evict(&mut self, now: Instant, config: &Config) {
-        while let Some(front) = self.history.front() {
-            let expired = now.duration_since(front.at) > config.history_ttl;
-            if self.history.len() <= config.history_size && !expired {
-                break;
-            }
-            if let Some(old) = self.history.pop_front() {
-                self.floor = old.frame.id;
-                if let Some(key) = old.key {
-                    self.keys.remove(&key);
-                }
-            }
-        }
-        // A burst can leave the history's buffer far larger than it now needs.
-        if self.history.capacity() > 64 && self.history.len() < self.history.capacity() / 4 {
-            self.history.shrink_to(self.history.len() * 2);
-        }
-    }
-
     fn insert(&mut self, key: u64, conn: Conn) {
         let filter = &conn.filter;
         self.by_client
@@ -925,8 +934,4 @@ fn unindex(index: &mut HashMap<String, HashSet<u64>>, name: &str, key: u64) {
             index.remove(name);
         }
     }
-}
-
-pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }

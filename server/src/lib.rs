@@ -29,13 +29,16 @@
 //! ```
 //!
 //! # Layout
-//! - [`hub`]: the fan-out core: connections, history, ids, counters.
+//! - [`hub`]: the handle applications hold, and this instance's fan-out: connections,
+//!   their entitlement and queues, slow-consumer cuts, counters.
 //! - [`event`]: messages, targets, typed events, the SSE wire encoding.
 //! - `stream`: one subscriber's byte stream (heartbeats, batching, final events).
 //! - [`routes`]: every HTTP endpoint, in [`router`].
 //! - [`query`]: strict query-string parsing.
 //! - [`auth`]: JWT verification.
-//! - [`broker`]: the seam where multi-instance fan-out plugs in.
+//! - [`broker`]: the seam: a broker owns ids, history and idempotency, and delivers every
+//!   published event to each instance's fan-out (a [`Sink`]).
+//! - [`memory`]: the in-process broker (the default).
 //! - [`monitor`]: presence and stats pushed to admin dashboards over the hub itself.
 //! - [`config`]: every setting, with defaults.
 //! - [`error`]: the one error type and its JSON answer.
@@ -52,6 +55,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod hub;
+pub mod memory;
 mod metrics;
 pub mod monitor;
 mod net;
@@ -63,11 +67,12 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use auth::{Auth, Identity};
-pub use broker::{Broker, LocalBroker};
+pub use broker::{Broker, History, Sink, StoredEvent};
 pub use config::{Config, Cors};
 pub use error::Error;
 pub use event::{Event, Message, Receipt, Target};
 pub use hub::{ClientInfo, Hub, Stats, SubscribeRequest};
+pub use memory::MemoryBroker;
 pub use net::bind;
 pub use routes::{json_errors, router};
 pub use stream::Subscription;

@@ -19,7 +19,6 @@ use serde_json::json;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::task::JoinHandle;
 
-use crate::event::{Message, Target};
 use crate::hub::Hub;
 
 /// How long presence changes are gathered before one `clients` event goes out.
@@ -79,12 +78,9 @@ pub fn spawn(hub: Hub, interval: Duration) -> JoinHandle<()> {
 }
 
 fn publish(hub: &Hub, event: &str, data: serde_json::Value) {
-    // Local delivery on purpose: each instance reports on itself. Ephemeral: monitoring never
-    // takes a replay-history slot from real events.
-    let message = Message::new(event, data).to(Target::Monitors).ephemeral();
-    if let Err(e) = hub.deliver_local(vec![message]) {
-        tracing::warn!("monitoring event not delivered: {e}");
-    }
+    // Local delivery on purpose: each instance reports on itself, outside the broker, with
+    // no id and no history slot.
+    hub.deliver_monitoring(event, &data);
 }
 
 /// CPU (percent of one core) and resident memory of this process.

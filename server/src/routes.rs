@@ -245,16 +245,18 @@ async fn events(
             )))
         }
     };
-    let subscription = hub.subscribe(SubscribeRequest {
-        heartbeat_event,
-        monitor,
-        client_id,
-        user_id,
-        topics,
-        events,
-        last_event_id,
-        token_key,
-    })?;
+    let subscription = hub
+        .subscribe(SubscribeRequest {
+            heartbeat_event,
+            monitor,
+            client_id,
+            user_id,
+            topics,
+            events,
+            last_event_id,
+            token_key,
+        })
+        .await?;
     // A stream now: no longer counted (and evictable) as a pending connection.
     if let Some(axum::Extension(slot)) = slot {
         slot.promote();

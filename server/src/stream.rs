@@ -20,14 +20,14 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{encode_heartbeat, encode_retry, encode_system, Target};
-use crate::hub::Hub;
 
 /// Largest chunk a stream writes at once when events pile up.
 const MAX_CHUNK: usize = 64 * 1024;
 
-/// One published event, encoded once, shared by the history and every recipient.
+/// One published event, encoded once, shared by every recipient.
 #[derive(Debug)]
 pub(crate) struct Frame {
+    /// 0 for frames that carry no id (the hub's monitoring events).
     pub(crate) id: u64,
     pub(crate) event: Box<str>,
     pub(crate) target: Target,
@@ -81,14 +81,35 @@ pub(crate) enum Cut {
     Dropped,
 }
 
-/// Bytes waiting to be written: fixed frames, or a publish call's frames from a cursor on.
+/// Bytes waiting to be written: fixed frames, a position (`__position`), or a publish
+/// call's frames from a cursor on.
 #[derive(Debug)]
 enum Pending {
     Bytes(Bytes),
+    Position(u64, Bytes),
     Frames {
         published: Arc<Published>,
         next: usize,
     },
+}
+
+/// What a stream needs from the connections it is registered with.
+pub(crate) trait Registry: Send + Sync + std::fmt::Debug + 'static {
+    /// Unregisters the connection (its stream ended).
+    fn remove(&self, key: u64);
+    /// The newest event id delivered to the connections (see [`Subscription`]'s heartbeat).
+    fn position(&self) -> u64;
+    /// Counts and logs a stream that cut itself for lagging.
+    fn lag_cut(&self, client_id: &str, max_lag: Duration);
+}
+
+/// The settings a stream runs with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) heartbeat: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) retry_ms: u64,
+    pub(crate) max_lag: Duration,
 }
 
 /// A registered connection's stream. Dropping it unregisters the connection.
@@ -102,10 +123,11 @@ pub struct Subscription {
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     heartbeat_event: bool,
     filter: Arc<Filter>,
-    /// The highest event id written on this stream: an id this stream writes later (on a
-    /// heartbeat) is never lower.
+    /// The highest event id this stream's client has: a frame at or below it is skipped
+    /// (resuming: "register, read history, skip by id"), and an id this stream writes later
+    /// (on a heartbeat) is never lower.
     written: u64,
-    max_lag: Duration,
+    timing: Timing,
     /// Shutting down: write what is pending, then `__shutdown`.
     ending: bool,
     done: bool,
@@ -115,13 +137,13 @@ pub struct Subscription {
 /// Unregisters the connection when the stream is dropped, however it ends.
 #[derive(Debug)]
 struct Guard {
-    hub: Hub,
+    registry: Arc<dyn Registry>,
     key: u64,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.hub.remove(self.key);
+        self.registry.remove(self.key);
     }
 }
 
@@ -133,9 +155,9 @@ pub(crate) struct Opening {
     pub(crate) head: Vec<Bytes>,
     /// History to replay (already checked against this connection's filter).
     pub(crate) replay: Option<Arc<Published>>,
-    /// Written after the replay (`__position`).
-    pub(crate) tail: Option<Bytes>,
-    /// The highest id the opening frames carry.
+    /// Written after the replay: `__position` and the id it carries.
+    pub(crate) tail: Option<(u64, Bytes)>,
+    /// The highest id the client has: its Last-Event-ID, or the id `__connected` carries.
     pub(crate) written: u64,
     pub(crate) rx: mpsc::Receiver<Arc<Published>>,
     pub(crate) kill: oneshot::Receiver<Cut>,
@@ -144,19 +166,23 @@ pub(crate) struct Opening {
 }
 
 impl Subscription {
-    pub(crate) fn new(hub: Hub, opening: Opening, shutdown: CancellationToken) -> Self {
-        let config = hub.config();
-        let period = config.heartbeat;
+    pub(crate) fn new(
+        registry: Arc<dyn Registry>,
+        opening: Opening,
+        timing: Timing,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let period = timing.heartbeat;
         let mut heartbeat = interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let idle = config
+        let idle = timing
             .idle_timeout
             .map(|d| (d, Box::pin(tokio::time::sleep(d))));
         let mut pending: VecDeque<Pending> = opening.head.into_iter().map(Pending::Bytes).collect();
         if let Some(published) = opening.replay {
             pending.push_back(Pending::Frames { published, next: 0 });
         }
-        pending.extend(opening.tail.map(Pending::Bytes));
+        pending.extend(opening.tail.map(|(id, bytes)| Pending::Position(id, bytes)));
         Subscription {
             pending,
             rx: opening.rx,
@@ -167,11 +193,11 @@ impl Subscription {
             heartbeat_event: opening.heartbeat_event,
             filter: opening.filter,
             written: opening.written,
-            max_lag: config.max_lag,
+            timing,
             ending: false,
             done: false,
             guard: Guard {
-                hub,
+                registry,
                 key: opening.key,
             },
         }
@@ -265,17 +291,17 @@ impl Subscription {
             .iter()
             .find_map(|p| match p {
                 Pending::Frames { published, .. } => published.at,
-                Pending::Bytes(_) => None,
+                Pending::Bytes(_) | Pending::Position(..) => None,
             })
             .or(published.at);
-        oldest.is_some_and(|at| at.elapsed() > self.max_lag)
+        oldest.is_some_and(|at| at.elapsed() > self.timing.max_lag)
     }
 
     fn cut_lagging(&mut self) -> Bytes {
         self.done = true;
         self.guard
-            .hub
-            .count_lag_cut(&self.filter.client_id, self.max_lag);
+            .registry
+            .lag_cut(&self.filter.client_id, self.timing.max_lag);
         self.slow_consumer_frame()
     }
 
@@ -325,9 +351,17 @@ impl Subscription {
                     }
                     self.pending.pop_front();
                 }
+                Pending::Position(id, bytes) => {
+                    if !add(bytes, &mut out, &mut buf) {
+                        break;
+                    }
+                    self.written = self.written.max(*id);
+                    self.pending.pop_front();
+                }
                 Pending::Frames { published, next } => {
                     while let Some(frame) = published.frames.get(*next) {
-                        if self.filter.entitled(&frame.target, &frame.event) {
+                        let seen = frame.id != 0 && frame.id <= self.written;
+                        if !seen && self.filter.entitled(&frame.target, &frame.event) {
                             if !add(&frame.bytes, &mut out, &mut buf) {
                                 break 'outer;
                             }
@@ -347,7 +381,7 @@ impl Subscription {
 
     fn finish_shutdown(&mut self) -> Bytes {
         self.done = true;
-        let retry = self.guard.hub.config().retry.as_millis() as u64;
+        let retry = self.timing.retry_ms;
         let mut buf = BytesMut::from(&encode_retry(retry)[..]);
         buf.extend_from_slice(&encode_system(
             None,
@@ -365,7 +399,7 @@ impl Subscription {
     }
 
     fn error_frame(&self, reason: &str, message: &str) -> Bytes {
-        let retry = self.guard.hub.config().retry.as_millis() as u64;
+        let retry = self.timing.retry_ms;
         encode_system(
             None,
             "__error",
@@ -378,11 +412,11 @@ impl Subscription {
     /// connection is entitled to has been handed over. A client that hears only heartbeats
     /// (a quiet topic) thus resumes from a recent id and gets no needless `__gap`.
     ///
-    /// The hub stores its newest id only once a publish call's fan-out is complete, so this
+    /// The registry stores its position only once a publish call's fan-out is complete, so this
     /// stream may already have written a later event: the position is never lower than the
     /// highest id written here, so a client's Last-Event-ID never moves backwards.
     fn heartbeat_frame(&mut self) -> Bytes {
-        let newest = self.guard.hub.newest_id();
+        let newest = self.guard.registry.position();
         let position = (self.rx.is_empty() && self.pending.is_empty()).then(|| {
             self.written = self.written.max(newest);
             self.written

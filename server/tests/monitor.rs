@@ -34,9 +34,11 @@ async fn monitors_get_presence_and_stats_events_and_nobody_else_does() {
                     saw_alice = true;
                 }
             }
-            "stats" => {
+            // Stats from before alice connected may count fewer connections: judge the
+            // ones that come after her presence event.
+            "stats" if saw_alice => {
                 let stats = data(&e);
-                assert!(stats["activeConnections"].as_u64().unwrap() >= 2);
+                assert!(stats["activeConnections"].as_u64().unwrap() >= 3, "{stats}");
                 assert!(stats["eventsPerSecond"].is_number());
                 assert!(stats["deliveriesPerSecond"].is_number());
                 assert!(
@@ -46,6 +48,7 @@ async fn monitors_get_presence_and_stats_events_and_nobody_else_does() {
                 assert!(stats["cpuPercent"].is_number());
                 saw_stats = true;
             }
+            "stats" => {}
             other => panic!("unexpected {other}"),
         }
         if saw_alice && saw_stats {

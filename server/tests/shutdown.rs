@@ -36,7 +36,10 @@ async fn every_stream_gets_shutdown_and_the_server_returns_promptly() {
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // No new streams once shutting down.
-    let err = hub.subscribe(SubscribeRequest::default()).unwrap_err();
+    let err = hub
+        .subscribe(SubscribeRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "shutting_down");
     assert!(
         t.http.get(t.url("/healthz")).send().await.is_err(),
