@@ -140,6 +140,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         heartbeat_event: false,
         topics: 0,
         drop_ms: None,
+        reconnect_delay_ms: 0,
         concurrency: args.concurrency,
     };
     let opening = Instant::now();

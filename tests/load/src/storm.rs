@@ -39,6 +39,10 @@ pub struct Args {
     /// Each connection is dropped after a random time in this range, ms (`MIN-MAX`).
     #[arg(long, default_value = "500-3000", value_parser = parse_range)]
     pub drop_every_ms: (u64, u64),
+    /// Pause between a drop and its reconnect, ms (longer than the hub's history covers at
+    /// `--rate` makes `__gap`s, which are reported apart from losses).
+    #[arg(long, default_value_t = 0)]
+    pub reconnect_delay_ms: u64,
     /// Publish targets.
     #[arg(long, value_enum, default_value = "broadcast")]
     pub targets: Targets,
@@ -142,6 +146,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         heartbeat_event: true,
         topics: if mix { args.topics.max(1) } else { 0 },
         drop_ms: Some(args.drop_every_ms),
+        reconnect_delay_ms: args.reconnect_delay_ms,
         concurrency: args.concurrency,
     };
     let opening = Instant::now();

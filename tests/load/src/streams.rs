@@ -41,6 +41,8 @@ pub struct Job {
     pub drop_ms: Option<(u64, u64)>,
     /// Connections opened at once during the opening.
     pub concurrency: usize,
+    /// Pause between a drop and the reconnect, ms.
+    pub reconnect_delay_ms: u64,
 }
 
 /// Where a published event was sent.
@@ -521,6 +523,9 @@ async fn run_stream(
                 () = sleep_until(drop_at) => {
                     st.report.drops += 1;
                     dropped_at = Some(Instant::now());
+                    drop(stream);
+                    let pause = Duration::from_millis(job.reconnect_delay_ms);
+                    tokio::time::sleep(pause).await;
                     continue 'outer;
                 }
                 changed = fin.changed(), if expected.is_none() => {
@@ -618,4 +623,92 @@ fn finish_report(
     st.report.gap_lost = gap_lost;
     st.report.incomplete_streams = usize::from(lost + gap_lost > 0);
     st.report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected(acked: Vec<Acked>) -> Expected {
+        let by_id = acked.iter().map(|a| (a.id, a.seq)).collect();
+        let mut by_seq = vec![None; acked.len()];
+        for a in acked {
+            let seq = a.seq as usize;
+            by_seq[seq] = Some(a);
+        }
+        Expected {
+            by_seq,
+            by_id,
+            unacked: HashSet::new(),
+            deadline: Instant::now(),
+        }
+    }
+
+    fn all(seq: u32, id: u64) -> Acked {
+        Acked {
+            seq,
+            id,
+            target: Target::All,
+        }
+    }
+
+    #[test]
+    fn a_complete_stream_passes_and_each_fault_is_counted() {
+        let e = expected(vec![all(0, 10), all(1, 11), all(2, 12), all(3, 13)]);
+        let mut st = State {
+            first_id: Some(10),
+            ..State::default()
+        };
+        // seq 0 (id 10) is before the first __connected: not owed.
+        st.record(0, 1, 11, false);
+        st.record(0, 2, 12, false);
+        st.record(0, 3, 13, false);
+        let r = finish_report(st, Some(&e), &None, "ld0", 0);
+        assert_eq!(
+            (r.lost, r.duplicates, r.out_of_order, r.misdelivered),
+            (0, 0, 0, 0)
+        );
+
+        let mut st = State {
+            first_id: Some(10),
+            ..State::default()
+        };
+        st.record(0, 1, 11, false);
+        st.record(0, 1, 11, true);
+        st.record(0, 3, 13, false);
+        let r = finish_report(st, Some(&e), &None, "ld0", 0);
+        assert_eq!((r.lost, r.duplicates, r.incomplete_streams), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_gap_excuses_what_it_covers_and_targets_are_respected() {
+        let topic = Acked {
+            seq: 2,
+            id: 12,
+            target: Target::Topic("t1".into()),
+        };
+        let e = expected(vec![all(0, 10), all(1, 11), topic]);
+        let mut st = State {
+            first_id: Some(9),
+            gap_windows: vec![(9, 11)],
+            ..State::default()
+        };
+        st.record(0, 1, 11, false);
+        st.record(0, 2, 12, false);
+        let r = finish_report(st, Some(&e), &Some("t0".into()), "ld0", 0);
+        assert_eq!((r.lost, r.gap_lost, r.misdelivered), (0, 1, 1));
+    }
+
+    #[test]
+    fn events_without_a_sequence_resolve_through_acknowledged_ids() {
+        let e = expected(vec![all(0, 10), all(1, 11)]);
+        let mut st = State {
+            first_id: Some(9),
+            pending: vec![(11, false), (10, true)],
+            ..State::default()
+        };
+        st.resolve_pending(0, &e);
+        let r = finish_report(st, Some(&e), &None, "ld0", 0);
+        assert_eq!((r.lost, r.out_of_order, r.duplicates), (0, 1, 0));
+    }
 }
