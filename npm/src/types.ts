@@ -108,6 +108,8 @@ export interface SystemEvents {
     userId: string | null;
     heartbeatSecs: number;
     heartbeatEvent: boolean;
+    /** The `retry:` hint in milliseconds (EventSource does not expose `retry:` lines). */
+    retryMs: number;
     /** How many missed events follow (the replay). */
     replayCount: number;
     serverTime: string;

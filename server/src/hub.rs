@@ -112,6 +112,8 @@ struct Connected<'a> {
     user_id: Option<&'a str>,
     heartbeat_secs: u64,
     heartbeat_event: bool,
+    /// The `retry:` hint, for clients that cannot read `retry:` lines (EventSource hides it).
+    retry_ms: u64,
     replay_count: usize,
     server_time: String,
 }
@@ -367,6 +369,7 @@ impl Hub {
             user_id: filter.user_id.as_deref(),
             heartbeat_secs: config.heartbeat.as_secs(),
             heartbeat_event,
+            retry_ms: config.retry.as_millis() as u64,
             replay_count: replay.len(),
             server_time: now_rfc3339(),
         };

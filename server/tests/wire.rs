@@ -73,6 +73,7 @@ async fn stream_opens_with_retry_and_connected_then_byte_exact_events() {
     assert_eq!(payload["userId"], serde_json::Value::Null);
     assert_eq!(payload["heartbeatSecs"], 15);
     assert_eq!(payload["heartbeatEvent"], false);
+    assert_eq!(payload["retryMs"], 2000);
     assert!(payload["connectionId"].as_str().unwrap().len() >= 16);
     assert!(payload["serverTime"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
