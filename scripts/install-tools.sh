@@ -9,9 +9,16 @@
 #   - binaryen@132.0.0 (wasm-opt), terser (minifies the JS glue) and playwright-core from npm,
 #     into .tools/npm (gitignored)
 #
+# With --build-only (scripts/demo.sh), only what builds the npm package: the pinned nightly,
+# wasm-bindgen-cli, binaryen and terser; no wasm target for stable, wasm-pack, Chromium or
+# playwright-core, which only the tests need.
+#
 # Never use Debian's binaryen: its wasm-opt (108) produces modules that break at load.
 # Prints nothing but progress; safe to run again (warm runs take a second or two).
 set -euo pipefail
+
+BUILD_ONLY=0
+if [[ "${1:-}" == "--build-only" ]]; then BUILD_ONLY=1; fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -22,7 +29,7 @@ TERSER_VERSION="5.51.2"
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
 # 1. wasm target
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+if [[ "$BUILD_ONLY" == 0 ]] && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   log "adding rust target wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
 fi
@@ -60,14 +67,14 @@ fi
 # the wasm-bindgen-cli above and the chromedriver below and downloads nothing)
 WASM_PACK_VERSION="0.15.1"
 have_wp="$(wasm-pack --version 2>/dev/null | awk '{print $2}' || true)"
-if [[ "$have_wp" != "$WASM_PACK_VERSION" ]]; then
+if [[ "$BUILD_ONLY" == 0 && "$have_wp" != "$WASM_PACK_VERSION" ]]; then
   log "installing wasm-pack $WASM_PACK_VERSION (found: ${have_wp:-none}); takes a few minutes"
   cargo install wasm-pack --version "=$WASM_PACK_VERSION" --locked \
     || cargo install wasm-pack --version "=$WASM_PACK_VERSION" --force
 fi
 
 # 3. Chromium + chromedriver from Debian
-if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+if [[ "$BUILD_ONLY" == 0 ]] && [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
   log "installing chromium + chromium-driver from Debian"
   SUDO=""
   if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
@@ -80,14 +87,19 @@ NPM_DIR="$TOOLS/npm"
 need_npm=0
 [[ -x "$NPM_DIR/node_modules/.bin/wasm-opt" ]] || need_npm=1
 [[ "$(node -p "require('$NPM_DIR/node_modules/binaryen/package.json').version" 2>/dev/null || true)" == "$BINARYEN_VERSION" ]] || need_npm=1
-[[ "$(node -p "require('$NPM_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null || true)" == "$PLAYWRIGHT_VERSION" ]] || need_npm=1
+[[ "$BUILD_ONLY" == 1 || "$(node -p "require('$NPM_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null || true)" == "$PLAYWRIGHT_VERSION" ]] || need_npm=1
 [[ "$(node -p "require('$NPM_DIR/node_modules/terser/package.json').version" 2>/dev/null || true)" == "$TERSER_VERSION" ]] || need_npm=1
+NPM_PACKAGES=("binaryen@$BINARYEN_VERSION" "terser@$TERSER_VERSION")
+if [[ "$BUILD_ONLY" == 0 ]]; then NPM_PACKAGES+=("playwright-core@$PLAYWRIGHT_VERSION"); fi
 if [[ "$need_npm" == 1 ]]; then
-  log "installing binaryen@$BINARYEN_VERSION, terser@$TERSER_VERSION and playwright-core@$PLAYWRIGHT_VERSION into .tools/npm"
+  log "installing ${NPM_PACKAGES[*]} into .tools/npm"
   mkdir -p "$NPM_DIR"
   [[ -f "$NPM_DIR/package.json" ]] || echo '{"name":"eventwire-tools","private":true}' > "$NPM_DIR/package.json"
-  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error \
-    "binaryen@$BINARYEN_VERSION" "terser@$TERSER_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error "${NPM_PACKAGES[@]}" >/dev/null
 fi
 
+if [[ "$BUILD_ONLY" == 1 ]]; then
+  log "ok (build tools only): wasm-bindgen $WB_VERSION, $NIGHTLY, wasm-opt $("$NPM_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | head -1)"
+  exit 0
+fi
 log "ok: wasm-bindgen $WB_VERSION, wasm-pack $WASM_PACK_VERSION, $(/usr/bin/chromium --version 2>/dev/null | head -1), wasm-opt $("$NPM_DIR/node_modules/.bin/wasm-opt" --version 2>/dev/null | head -1)"
