@@ -161,6 +161,97 @@ test("the admin sends to one client and the client shows it within a second", as
   }
 });
 
+test("without ?name= the client page shows only the join form; joining goes live", async () => {
+  const record = await open("/client");
+  const { page } = record;
+  await page.locator("#join-form").waitFor({ timeout: WAIT_MS });
+  // Nothing of the connection card may show before joining: no status pill, no working buttons.
+  for (const id of ["#app-view", "#status", "#reconnect", "#drop", "#feed"]) {
+    assert.equal(await page.locator(id).isVisible(), false, `${id} is hidden before joining`);
+  }
+  assert.equal(await page.locator("#join-view").isVisible(), true);
+  await page.screenshot({ path: path.join(ARTIFACTS, "client-join.png") });
+
+  await page.fill("#name", "frank");
+  await page.click("#join-form button");
+  await waitState(page, "open");
+  assert.equal(await page.locator("#join-view").isVisible(), false, "the join form goes away");
+  assert.equal(await page.locator("#drop").isVisible(), true);
+  assert.equal(new URL(page.url()).searchParams.get("name"), "frank");
+  await publish({ event: "notification", data: { message: "hello frank" }, clientId: "frank" });
+  await page.locator("#feed li span", { hasText: "hello frank" }).waitFor({ timeout: WAIT_MS });
+  assert.deepEqual(record.pageErrors, []);
+  assert.deepEqual(record.console, []);
+});
+
+/** How the demo job's button looks: its colours as drawn over the card (opacity applied). */
+async function buttonLook(page) {
+  const look = await page.locator("#start-job").evaluate((button) => {
+    const style = getComputedStyle(button);
+    return {
+      disabled: button.disabled,
+      label: button.textContent,
+      background: style.backgroundColor,
+      color: style.color,
+      opacity: Number(style.opacity),
+      card: getComputedStyle(button.closest(".card")).backgroundColor,
+    };
+  });
+  const rgb = (css) => css.match(/[\d.]+/g).map(Number);
+  const card = rgb(look.card);
+  const over = (css) => {
+    const [r, g, b, a = 1] = rgb(css);
+    return [r, g, b].map((c, i) => look.opacity * a * c + (1 - look.opacity * a) * card[i]);
+  };
+  return { ...look, drawn: { background: over(look.background), color: over(look.color) }, cardRgb: card };
+}
+
+/** WCAG 2 contrast ratio of two sRGB colours (0-255 channels). */
+function contrast(a, b) {
+  const lum = ([r, g, b]) => {
+    const lin = (c) => (c / 255 <= 0.03928 ? c / 255 / 12.92 : ((c / 255 + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  };
+  const [hi, lo] = [lum(a), lum(b)].sort((x, y) => y - x);
+  return (hi + 0.05) / (lo + 0.05);
+}
+
+test("the demo job's button stays a button while the job runs, and comes back after", async () => {
+  const gina = await open("/client?name=gina");
+  await waitState(gina.page, "open");
+  const admin = await open("/admin");
+  await waitState(admin.page, "open");
+  const before = await buttonLook(admin.page);
+  assert.equal(before.disabled, false);
+
+  await admin.page.fill("#job-client", "gina");
+  await admin.page.click("#start-job");
+  await admin.page.waitForFunction(() => document.getElementById("start-job").disabled, null, { timeout: WAIT_MS });
+  const running = await buttonLook(admin.page);
+  await admin.page.locator("#job-form").screenshot({ path: path.join(ARTIFACTS, "admin-job-running.png") });
+  // While disabled, its box stands out from the card at least as much as the enabled button's
+  // does, and its label stays readable (3:1, WCAG's minimum for a control). Half opacity on the
+  // pale button failed both: the button read as plain text.
+  assert.ok(
+    contrast(running.drawn.background, running.cardRgb) >= contrast(before.drawn.background, before.cardRgb),
+    `running: ${JSON.stringify(running)}, before: ${JSON.stringify(before)}`,
+  );
+  assert.ok(contrast(running.drawn.color, running.drawn.background) >= 3, JSON.stringify(running));
+
+  await gina.page.waitForFunction(() => document.getElementById("percent").textContent === "100%", null, { timeout: WAIT_MS });
+  await admin.page.locator("#job-result", { hasText: "done" }).waitFor({ timeout: WAIT_MS });
+  const after = await buttonLook(admin.page);
+  assert.deepEqual(
+    { disabled: after.disabled, label: after.label, drawn: after.drawn },
+    { disabled: false, label: before.label, drawn: before.drawn },
+    "after the job the button looks as it did before the click",
+  );
+  for (const record of [gina, admin]) {
+    assert.deepEqual(record.pageErrors, []);
+    assert.deepEqual(record.console, []);
+  }
+});
+
 test("a broadcast reaches two clients", async () => {
   const bob = await open("/client?name=bob");
   const carol = await open("/client?name=carol");
