@@ -94,7 +94,9 @@ async fn length_accepted(client: &mut Client, n: usize) -> Result<bool, String> 
 /// Runs `batch`.
 pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> bool {
     let mut out = Outcome::new("batch");
-    let mut client = Client::new(hub.clone(), None);
+    // The batch call itself may take minutes on a hub that expands it per recipient.
+    let mut client =
+        Client::new(hub.clone(), None).with_timeout(Duration::from_secs(args.settle_secs.max(60)));
     let rss = |pid: Option<u32>| pid.and_then(rss_bytes);
 
     // The largest batch by bytes, then the largest the hub accepts.

@@ -20,7 +20,8 @@ use crate::sse::{Block, Parser};
 /// How long a connect or a response head may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a whole request (publish, /stats) may take before it counts as failed.
+/// How long a whole request (publish, /stats) may take before it counts as failed, unless
+/// the client was given another bound.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the hub is and how to talk to it.
@@ -167,6 +168,7 @@ pub struct Client {
     hub: Hub,
     from: Option<Ipv4Addr>,
     conn: Option<Conn>,
+    timeout: Duration,
 }
 
 impl Client {
@@ -176,7 +178,13 @@ impl Client {
             hub,
             from,
             conn: None,
+            timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// The same client with another bound on a whole request.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
     }
 
     /// Sends one request (reconnecting once if the kept connection was closed).
@@ -194,7 +202,7 @@ impl Client {
                 continue;
             };
             let call = conn.call(&self.hub, method, path, body.clone());
-            let result = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            let result = match tokio::time::timeout(self.timeout, call).await {
                 Ok(result) => result,
                 Err(_) => {
                     self.conn = None;

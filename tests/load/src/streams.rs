@@ -328,7 +328,8 @@ fn wants(target: &Target, topic: &Option<String>, client: &str) -> bool {
     }
 }
 
-/// Sequence numbers this stream should still receive.
+/// Sequence numbers this stream should still receive (an announced `__gap` excuses those it
+/// covers).
 fn missing(
     state: &State,
     expected: &Expected,
@@ -343,6 +344,12 @@ fn missing(
         .iter()
         .flatten()
         .filter(|a| a.id > first && wants(&a.target, topic, client) && !state.has(a.seq))
+        .filter(|a| {
+            !state
+                .gap_windows
+                .iter()
+                .any(|&(lo, hi)| a.id > lo && a.id < hi)
+        })
         .map(|a| a.seq)
         .collect()
 }
@@ -476,6 +483,15 @@ async fn run_stream(
                             let from = v.get("lastEventId").and_then(Value::as_str).and_then(parse_id).unwrap_or(0);
                             let to = v.get("oldestAvailableId").and_then(Value::as_str).and_then(parse_id).unwrap_or(u64::MAX);
                             st.gap_windows.push((from, to));
+                            if let Some(e) = &expected {
+                                still_missing.retain(|&seq| {
+                                    let id = e.by_seq.get(seq as usize).and_then(Option::as_ref).map_or(0, |a| a.id);
+                                    !(id > from && id < to)
+                                });
+                                if still_missing.is_empty() {
+                                    break 'outer;
+                                }
+                            }
                         }
                         "__error" => {
                             let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
