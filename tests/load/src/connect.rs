@@ -131,10 +131,13 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
             return out.finish();
         }
     };
+    // Every shard holds its streams until all are open, so the hub sees them all at once.
     for s in &mut shards {
         if let Err(e) = s.ready().await {
             out.check(false, format!("worker: {e}"));
         }
+    }
+    for s in &shards {
         s.finish(Value::Null);
     }
     let mut total = ShardReport {
