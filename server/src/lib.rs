@@ -39,6 +39,7 @@
 //! - [`broker`]: the seam: a broker owns ids, history and idempotency, and delivers every
 //!   published event to each instance's fan-out (a [`Sink`]).
 //! - [`memory`]: the in-process broker (the default).
+//! - [`redis`]: the Redis Streams broker, for several instances.
 //! - [`monitor`]: presence and stats pushed to admin dashboards over the hub itself.
 //! - [`config`]: every setting, with defaults.
 //! - [`error`]: the one error type and its JSON answer.
@@ -60,6 +61,7 @@ mod metrics;
 pub mod monitor;
 mod net;
 pub mod query;
+pub mod redis;
 pub mod routes;
 mod stream;
 
@@ -74,6 +76,7 @@ pub use event::{Event, Message, Receipt, Target};
 pub use hub::{ClientInfo, Hub, Stats, SubscribeRequest};
 pub use memory::MemoryBroker;
 pub use net::bind;
+pub use redis::{RedisBroker, RedisOptions};
 pub use routes::{json_errors, router};
 pub use stream::Subscription;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use eventwire_server::{router, serve, Auth, Config, Cors, Hub};
+use eventwire_server::{router, serve, Auth, Config, Cors, Hub, RedisBroker, RedisOptions};
 use tracing_subscriber::EnvFilter;
 
 /// eventwire: a Server-Sent Events hub.
@@ -106,6 +106,25 @@ struct Cli {
     /// (0: no monitoring events).
     #[arg(long, env = "EVENTWIRE_MONITOR_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     monitor_secs: u64,
+    /// Run as one of several instances sharing ids, history and delivery through Redis
+    /// (`redis://host:port/db`). Without it, everything stays in this process.
+    #[arg(long, env = "EVENTWIRE_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Key prefix in Redis: instances with the same prefix act as one hub.
+    #[arg(
+        long,
+        env = "EVENTWIRE_REDIS_PREFIX",
+        default_value = "eventwire",
+        requires = "redis_url"
+    )]
+    redis_prefix: String,
+    /// Keep trying to reach Redis for this many seconds at start (0: give up at once). The
+    /// hub never serves without its broker: that would split the instances.
+    #[arg(long, env = "EVENTWIRE_REDIS_WAIT_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600), requires = "redis_url")]
+    redis_wait_secs: u64,
+    /// This instance's name in logs, `/stats` and the dashboard (default: random).
+    #[arg(long, env = "EVENTWIRE_INSTANCE")]
+    instance: Option<String>,
     /// Serve the demo pages from this directory: /client, /admin and /demo/*.
     #[arg(long, env = "EVENTWIRE_DEMO")]
     demo: Option<PathBuf>,
@@ -208,7 +227,19 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(cli.listen);
-    let hub = Hub::new(config);
+    let hub = match &cli.redis_url {
+        None => Hub::new(config),
+        Some(url) => match connect_redis(url, &cli, &config).await {
+            Ok(broker) => {
+                tracing::info!(instance = broker.instance(), prefix = %cli.redis_prefix, "using Redis");
+                Hub::with_broker(config, broker)
+            }
+            Err(e) => {
+                eprintln!("eventwire: cannot use Redis at --redis-url: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     if cli.monitor_secs > 0 {
         eventwire_server::monitor::spawn(hub.clone(), Duration::from_secs(cli.monitor_secs));
     }
@@ -228,6 +259,32 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("eventwire: server error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Connects to Redis, retrying for `--redis-wait-secs`.
+async fn connect_redis(
+    url: &str,
+    cli: &Cli,
+    config: &Config,
+) -> Result<RedisBroker, eventwire_server::Error> {
+    let mut options = RedisOptions::default();
+    options.prefix.clone_from(&cli.redis_prefix);
+    options.history_size = config.history_size;
+    options.history_ttl = config.history_ttl;
+    if let Some(instance) = &cli.instance {
+        options.instance.clone_from(instance);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(cli.redis_wait_secs);
+    loop {
+        match RedisBroker::connect(url, options.clone()).await {
+            Ok(broker) => return Ok(broker),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!("Redis not reachable yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
