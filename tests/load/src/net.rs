@@ -3,6 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -230,6 +232,8 @@ pub struct SseStream {
     _conn: Conn,
     /// The parser (set `parser.last_id` to the id the stream resumed from).
     pub parser: Parser,
+    /// When bytes last arrived (heartbeat comments included).
+    pub last_activity: Instant,
 }
 
 impl SseStream {
@@ -269,6 +273,7 @@ impl SseStream {
                 body: response.into_body(),
                 _conn: conn,
                 parser: Parser::default(),
+                last_activity: Instant::now(),
             })
         };
         tokio::time::timeout(CONNECT_TIMEOUT, fut)
@@ -285,6 +290,7 @@ impl SseStream {
             match self.body.frame().await {
                 None => return Ok(None),
                 Some(frame) => {
+                    self.last_activity = Instant::now();
                     if let Ok(data) = frame?.into_data() {
                         self.parser.feed(&data);
                     }

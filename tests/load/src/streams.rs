@@ -434,12 +434,16 @@ async fn run_stream(
             }
             _ => Instant::now() + Duration::from_secs(365 * 24 * 3600),
         };
-        let deadline = expected
+        let mut deadline = expected
             .as_ref()
             .map(|e| e.deadline)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
+        // A connection that goes silent for three heartbeats (and a margin) is dead: the
+        // kernel may keep a socket the hub no longer holds, and an SDK would reconnect.
+        let mut stall = Duration::from_secs(60);
 
         let end: &str = loop {
+            let stall_at = stream.last_activity + stall;
             tokio::select! {
                 block = stream.next_block() => {
                     let block = match block {
@@ -471,6 +475,11 @@ async fn run_stream(
                                 .and_then(|v| v.get("replayCount").and_then(Value::as_u64))
                                 .unwrap_or(0);
                             replay_left = Some(count);
+                            let heartbeat = serde_json::from_str::<Value>(&data)
+                                .ok()
+                                .and_then(|v| v.get("heartbeatSecs").and_then(Value::as_u64))
+                                .unwrap_or(15);
+                            stall = Duration::from_secs(heartbeat * 3 + 5);
                             if count == 0 {
                                 if let Some(t) = dropped_at.take() {
                                     st.report.resync_ms.push(t.elapsed().as_secs_f32() * 1000.0);
@@ -550,6 +559,7 @@ async fn run_stream(
                     }
                     expected = fin.borrow_and_update().clone();
                     if let Some(e) = &expected {
+                        deadline = e.deadline;
                         st.resolve_pending(i, e);
                         still_missing = missing(&st, e, &topic, &client);
                         if still_missing.is_empty() {
@@ -558,6 +568,11 @@ async fn run_stream(
                     }
                     // Keep this connection; no more drops after it ends.
                     continue;
+                }
+                () = sleep_until(stall_at) => {
+                    if stream.last_activity + stall <= Instant::now() {
+                        break "stalled";
+                    }
                 }
                 () = sleep_until(deadline) => break 'outer,
             }
