@@ -17,8 +17,13 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
 use crate::error::Error;
 use crate::event::{Message, Receipt};
+use crate::stats::{ClientInfo, Stats};
 
 /// One published event with the id the broker gave it.
 #[derive(Debug, Clone)]
@@ -39,11 +44,30 @@ pub struct History {
     pub gap: Option<Option<u64>>,
 }
 
+/// What one instance tells the others about itself (see [`crate::Hub::cluster`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct InstanceReport {
+    /// The instance's name.
+    pub instance: String,
+    /// Its numbers.
+    pub stats: Stats,
+    /// Its clients (at most [`crate::hub::REPORTED_CLIENTS`]).
+    pub clients: Vec<ClientInfo>,
+}
+
 /// Where a broker delivers every published event: one instance's connections.
 pub trait Sink: Send + Sync + 'static {
     /// Delivers events (in id order, ids above any delivered before) to the connections
     /// entitled to them. Returns, per event, how many connections it was queued to.
     fn deliver(&self, events: Vec<StoredEvent>) -> Vec<usize>;
+
+    /// Cuts this instance's connections of `client_id` and refuses it for `pause`.
+    fn drop_client(&self, client_id: &str, pause: Duration) -> usize;
+
+    /// This instance's numbers and clients, for the others.
+    fn report(&self) -> InstanceReport;
 }
 
 /// Ids, history and idempotency shared by every hub instance that uses the same broker.
@@ -62,4 +86,20 @@ pub trait Broker: Send + Sync + Debug + 'static {
     /// The kept events with ids in `(after, upto]`: what a client that last saw `after`
     /// missed, up to the position of the sink it registered with.
     fn history(&self, after: u64, upto: u64) -> BoxFuture<'_, Result<History, Error>>;
+
+    /// This instance's name, for a broker that joins several.
+    fn instance(&self) -> Option<&str> {
+        None
+    }
+
+    /// Every instance's latest report; `None` for a broker of one instance.
+    fn cluster(&self) -> BoxFuture<'_, Result<Option<Vec<InstanceReport>>, Error>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Asks every other instance to drop `client_id` (this one already did).
+    fn drop_client(&self, client_id: &str, pause: Duration) -> BoxFuture<'_, Result<(), Error>> {
+        let _ = (client_id, pause);
+        Box::pin(async { Ok(()) })
+    }
 }

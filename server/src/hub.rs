@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Sink, StoredEvent};
+use crate::broker::{Broker, InstanceReport, Sink, StoredEvent};
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{
@@ -34,10 +34,13 @@ use crate::event::{
 };
 use crate::memory::MemoryBroker;
 use crate::metrics::Metrics;
+pub use crate::stats::{ClientInfo, Stats};
 use crate::stream::{Cut, Filter, Frame, Opening, Published, Registry, Subscription, Timing};
 
 /// How many topics `/stats` lists (the ones with the most connections).
 pub const STATS_TOPICS: usize = 50;
+/// How many clients an instance reports to the others (see [`Hub::cluster`]).
+pub const REPORTED_CLIENTS: usize = 200;
 
 /// Handle to a hub. Clone it freely: every clone is the same hub.
 #[derive(Clone, Debug)]
@@ -51,7 +54,6 @@ struct Shared {
     fanout: Arc<Fanout>,
     broker: Box<dyn Broker>,
     shutdown: CancellationToken,
-    started: Instant,
 }
 
 /// This instance's connections: the [`Sink`] the broker delivers to.
@@ -67,6 +69,7 @@ struct Fanout {
     presence: watch::Sender<u64>,
     /// The newest id delivered here, stored once its frames are queued.
     position: AtomicU64,
+    started: Instant,
 }
 
 /// What to subscribe a new connection to. Built by the `/events` route; public so that other
@@ -126,52 +129,6 @@ struct Gap {
     oldest_available_id: Option<String>,
 }
 
-/// Live numbers, as served by `GET /stats`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct Stats {
-    /// Open streams.
-    pub active_connections: usize,
-    /// Distinct client ids among them.
-    pub unique_clients: usize,
-    /// Distinct users among them.
-    pub unique_users: usize,
-    /// `active_connections / unique_clients` (0 when there are none).
-    pub average_connections_per_client: f64,
-    /// Events accepted for publishing.
-    pub events_published: u64,
-    /// Event deliveries queued to connections.
-    pub events_delivered: u64,
-    /// Deliveries that failed because a connection's queue was full.
-    pub events_dropped: u64,
-    /// Connections cut for falling behind.
-    pub slow_consumer_disconnects: u64,
-    /// How many distinct topics the connections joined.
-    pub topic_count: usize,
-    /// The [`STATS_TOPICS`] topics with the most connections, to their connection counts.
-    pub topics: BTreeMap<String, usize>,
-    /// Seconds since the hub started.
-    pub uptime_seconds: u64,
-}
-
-/// One connected client, as served by `GET /clients`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct ClientInfo {
-    /// The client id.
-    pub client_id: String,
-    /// Its user, if known.
-    pub user_id: Option<String>,
-    /// Its open streams.
-    pub connections: usize,
-    /// Topics any of its streams joined.
-    pub topics: Vec<String>,
-    /// When its oldest open stream connected (RFC 3339).
-    pub connected_at: String,
-}
-
 impl Hub {
     /// A hub that keeps ids and history in this process ([`MemoryBroker`]).
     ///
@@ -196,6 +153,7 @@ impl Hub {
             metrics: Metrics::new(),
             presence: watch::channel(0).0,
             position: AtomicU64::new(0),
+            started: Instant::now(),
         });
         let start = broker.attach(fanout.clone());
         fanout.position.store(start, Ordering::Release);
@@ -205,7 +163,6 @@ impl Hub {
                 fanout,
                 broker: Box::new(broker),
                 shutdown: CancellationToken::new(),
-                started: Instant::now(),
             }),
         }
     }
@@ -451,62 +408,28 @@ impl Hub {
         self.shared.shutdown.is_cancelled()
     }
 
-    /// Live numbers.
+    /// Live numbers of this instance.
     pub fn stats(&self) -> Stats {
-        let fanout = &self.shared.fanout;
-        let state = fanout.lock();
-        let m = &fanout.metrics;
-        let active = state.conns.len();
-        let clients = state.by_client.len();
-        Stats {
-            active_connections: active,
-            unique_clients: clients,
-            unique_users: state.by_user.len(),
-            average_connections_per_client: if clients == 0 {
-                0.0
-            } else {
-                active as f64 / clients as f64
-            },
-            events_published: m.published.get(),
-            events_delivered: m.delivered.get(),
-            events_dropped: m.dropped.get(),
-            slow_consumer_disconnects: m.slow_consumers.get(),
-            topic_count: state.by_topic.len(),
-            topics: state.top_topics(STATS_TOPICS),
-            uptime_seconds: self.shared.started.elapsed().as_secs(),
-        }
+        self.shared.fanout.stats()
     }
 
-    /// The connected clients, sorted by client id.
+    /// The clients connected to this instance, sorted by client id.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        let state = self.shared.fanout.lock();
-        let mut clients: Vec<ClientInfo> = state
-            .by_client
-            .iter()
-            .map(|(client_id, keys)| {
-                let conns = keys.iter().filter_map(|k| state.conns.get(k));
-                let mut topics = BTreeSet::new();
-                let mut user_id = None;
-                let mut oldest = None::<SystemTime>;
-                for c in conns {
-                    topics.extend(c.filter.topics.iter().cloned());
-                    user_id = user_id.or_else(|| c.filter.user_id.clone());
-                    oldest = Some(oldest.map_or(c.connected_at, |o| o.min(c.connected_at)));
-                }
-                ClientInfo {
-                    client_id: client_id.clone(),
-                    user_id,
-                    connections: keys.len(),
-                    topics: topics.into_iter().collect(),
-                    connected_at: humantime::format_rfc3339_millis(
-                        oldest.unwrap_or_else(SystemTime::now),
-                    )
-                    .to_string(),
-                }
-            })
-            .collect();
-        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        clients
+        self.shared.fanout.clients()
+    }
+
+    /// Every instance's numbers and clients, as their broker last heard them (each reports
+    /// every 2 s); `None` with a broker that has no other instances (the in-memory one).
+    ///
+    /// # Errors
+    /// [`Error::BrokerUnavailable`] when the broker cannot be asked.
+    pub async fn cluster(&self) -> Result<Option<Vec<InstanceReport>>, Error> {
+        self.shared.broker.cluster().await
+    }
+
+    /// This instance's name, when its broker names instances.
+    pub fn instance(&self) -> Option<&str> {
+        self.shared.broker.instance()
     }
 
     /// The counters in Prometheus/OpenMetrics text. The connection gauges are derived from
@@ -523,30 +446,25 @@ impl Hub {
         fanout.metrics.encode()
     }
 
-    /// Cuts every connection of `client_id` (they get `__error` with reason `dropped`) and
-    /// refuses it new ones for `pause`. Returns how many connections were cut.
+    /// Cuts every connection of `client_id` on this instance (they get `__error` with reason
+    /// `dropped`) and refuses it new ones for `pause`. Returns how many connections were cut.
     pub fn drop_client(&self, client_id: &str, pause: Duration) -> usize {
-        let fanout = &self.shared.fanout;
-        let mut state = fanout.lock();
-        let now = Instant::now();
-        state.paused.retain(|_, until| *until > now);
-        if !pause.is_zero() {
-            state
-                .paused
-                .insert(client_id.to_owned(), Instant::now() + pause);
-        }
-        let keys: Vec<u64> = state
-            .by_client
-            .get(client_id)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        let cut = state.cut(&keys, Cut::Dropped).len();
-        drop(state);
-        if cut > 0 {
-            fanout.presence.send_modify(|v| *v += 1);
-            tracing::info!(%client_id, connections = cut, ?pause, "dropped a client on request");
-        }
-        cut
+        Sink::drop_client(&*self.shared.fanout, client_id, pause)
+    }
+
+    /// Like [`Hub::drop_client`], on every instance: through the broker when it has several.
+    /// Returns how many connections were cut on this one.
+    ///
+    /// # Errors
+    /// [`Error::BrokerUnavailable`] when the broker cannot pass it on.
+    pub async fn drop_client_everywhere(
+        &self,
+        client_id: &str,
+        pause: Duration,
+    ) -> Result<usize, Error> {
+        let here = self.drop_client(client_id, pause);
+        self.shared.broker.drop_client(client_id, pause).await?;
+        Ok(here)
     }
 
     /// Changes whenever a connection comes or goes.
@@ -591,6 +509,61 @@ fn frame_of(id: u64, message: Message) -> Arc<Frame> {
 }
 
 impl Fanout {
+    fn stats(&self) -> Stats {
+        let state = self.lock();
+        let m = &self.metrics;
+        let active = state.conns.len();
+        let clients = state.by_client.len();
+        Stats {
+            active_connections: active,
+            unique_clients: clients,
+            unique_users: state.by_user.len(),
+            average_connections_per_client: if clients == 0 {
+                0.0
+            } else {
+                active as f64 / clients as f64
+            },
+            events_published: m.published.get(),
+            events_delivered: m.delivered.get(),
+            events_dropped: m.dropped.get(),
+            slow_consumer_disconnects: m.slow_consumers.get(),
+            topic_count: state.by_topic.len(),
+            topics: state.top_topics(STATS_TOPICS),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+
+    fn clients(&self) -> Vec<ClientInfo> {
+        let state = self.lock();
+        let mut clients: Vec<ClientInfo> = state
+            .by_client
+            .iter()
+            .map(|(client_id, keys)| {
+                let conns = keys.iter().filter_map(|k| state.conns.get(k));
+                let mut topics = BTreeSet::new();
+                let mut user_id = None;
+                let mut oldest = None::<SystemTime>;
+                for c in conns {
+                    topics.extend(c.filter.topics.iter().cloned());
+                    user_id = user_id.or_else(|| c.filter.user_id.clone());
+                    oldest = Some(oldest.map_or(c.connected_at, |o| o.min(c.connected_at)));
+                }
+                ClientInfo {
+                    client_id: client_id.clone(),
+                    user_id,
+                    connections: keys.len(),
+                    topics: topics.into_iter().collect(),
+                    connected_at: humantime::format_rfc3339_millis(
+                        oldest.unwrap_or_else(SystemTime::now),
+                    )
+                    .to_string(),
+                }
+            })
+            .collect();
+        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        clients
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than refusing all further service would, so recover the guard.
@@ -709,6 +682,40 @@ impl Sink for Fanout {
             .map(|e| frame_of(e.id, e.message))
             .collect();
         self.deliver_frames(frames, true)
+    }
+
+    fn drop_client(&self, client_id: &str, pause: Duration) -> usize {
+        let fanout = self;
+        let mut state = fanout.lock();
+        let now = Instant::now();
+        state.paused.retain(|_, until| *until > now);
+        if !pause.is_zero() {
+            state
+                .paused
+                .insert(client_id.to_owned(), Instant::now() + pause);
+        }
+        let keys: Vec<u64> = state
+            .by_client
+            .get(client_id)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        let cut = state.cut(&keys, Cut::Dropped).len();
+        drop(state);
+        if cut > 0 {
+            fanout.presence.send_modify(|v| *v += 1);
+            tracing::info!(%client_id, connections = cut, ?pause, "dropped a client on request");
+        }
+        cut
+    }
+
+    fn report(&self) -> InstanceReport {
+        let mut clients = self.clients();
+        clients.truncate(REPORTED_CLIENTS);
+        InstanceReport {
+            instance: String::new(),
+            stats: self.stats(),
+            clients,
+        }
     }
 }
 

@@ -40,6 +40,7 @@
 //!   published event to each instance's fan-out (a [`Sink`]).
 //! - [`memory`]: the in-process broker (the default).
 //! - [`redis`]: the Redis Streams broker, for several instances.
+//! - [`stats`]: the numbers `/stats` and `/clients` serve.
 //! - [`monitor`]: presence and stats pushed to admin dashboards over the hub itself.
 //! - [`config`]: every setting, with defaults.
 //! - [`error`]: the one error type and its JSON answer.
@@ -63,13 +64,14 @@ mod net;
 pub mod query;
 pub mod redis;
 pub mod routes;
+pub mod stats;
 mod stream;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use auth::{Auth, Identity};
-pub use broker::{Broker, History, Sink, StoredEvent};
+pub use broker::{Broker, History, InstanceReport, Sink, StoredEvent};
 pub use config::{Config, Cors};
 pub use error::Error;
 pub use event::{Event, Message, Receipt, Target};

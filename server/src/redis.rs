@@ -11,6 +11,9 @@
 //! - `{prefix}:key:{key}`: idempotency key to event id, for the history's age.
 //! - `{prefix}:publish`: where any program may publish with a plain Redis client (see
 //!   `docs/SCALING.md`); the hubs read it with the consumer group `hubs`.
+//! - `{prefix}:instances` and `{prefix}:instance:{name}`: each instance's numbers and
+//!   clients, reported every 2 s and expiring after 6 s (cluster-wide `/stats`, `/clients`).
+//! - `{prefix}:control`: a pub/sub channel; `POST /clients/drop` reaches every instance.
 //!
 //! A publish is one Lua script (ids, the stream, idempotency keys, atomically): when it
 //! answers, every instance will deliver the event. Each instance reads the stream with
@@ -29,7 +32,7 @@ use redis::AsyncCommands;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
-use crate::broker::{Broker, History, Sink, StoredEvent};
+use crate::broker::{Broker, History, InstanceReport, Sink, StoredEvent};
 use crate::error::Error;
 use crate::event::{parse_publish_body, Message, Receipt, Target};
 
@@ -110,6 +113,25 @@ struct Keys {
     seq: String,
     key_prefix: String,
     publish: String,
+    /// Sorted set: instance name to the time (ms) of its last report.
+    instances: String,
+    /// `{prefix}:instance:{name}`: an instance's last report (JSON), expiring.
+    instance_prefix: String,
+    /// Pub/sub channel for requests to every instance (dropping a client).
+    control: String,
+}
+
+/// How often an instance reports itself, and how long a report counts.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+const REPORT_TTL: Duration = Duration::from_secs(6);
+
+/// A request passed to every instance over the control channel.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Control {
+    from: String,
+    drop_client: String,
+    pause_ms: u64,
 }
 
 /// Seeds the id sequence from the clock (µs) unless it exists; answers its value.
@@ -172,6 +194,9 @@ impl RedisBroker {
             seq: format!("{prefix}:seq"),
             key_prefix: format!("{prefix}:key:"),
             publish: format!("{prefix}:publish"),
+            instances: format!("{prefix}:instances"),
+            instance_prefix: format!("{prefix}:instance:"),
+            control: format!("{prefix}:control"),
         };
         // Seed the id sequence now (as the first publish would), so that the position a
         // fresh connection is given is a real one, not 0.
@@ -554,11 +579,133 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Writes this instance's report every [`REPORT_EVERY`], forever.
+    async fn report_loop(self: Arc<Self>, sink: Arc<dyn Sink>) {
+        let name = self.options.instance.clone();
+        let mut ticker = tokio::time::interval(REPORT_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let mut report = sink.report();
+            report.instance.clone_from(&name);
+            let Ok(json) = serde_json::to_string(&report) else {
+                continue;
+            };
+            let now = now_ms();
+            let mut con = self.commands.clone();
+            let written: redis::RedisResult<()> = redis::pipe()
+                .set_ex(
+                    format!("{}{name}", self.keys.instance_prefix),
+                    json,
+                    REPORT_TTL.as_secs(),
+                )
+                .ignore()
+                .zadd(&self.keys.instances, &name, now)
+                .ignore()
+                .zrembyscore(
+                    &self.keys.instances,
+                    0,
+                    now.saturating_sub(REPORT_TTL.as_millis() as u64 * 10),
+                )
+                .ignore()
+                .query_async(&mut con)
+                .await;
+            if written.is_err() {
+                // The event reader logs Redis outages; a missed report only ages out.
+                continue;
+            }
+        }
+    }
+
+    /// Carries out requests other instances publish on the control channel, forever.
+    async fn control_loop(self: Arc<Self>, sink: Arc<dyn Sink>) {
+        use futures_util::StreamExt;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let pubsub = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&self.keys.control).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let mut pubsub = match pubsub.await {
+                Ok(p) => p,
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                let Ok(control) = serde_json::from_str::<Control>(&payload) else {
+                    tracing::warn!("redis: ignored a malformed control message");
+                    continue;
+                };
+                if control.from != self.options.instance {
+                    let pause = Duration::from_millis(control.pause_ms);
+                    sink.drop_client(&control.drop_client, pause);
+                }
+            }
+        }
+    }
+
+    async fn cluster(&self) -> Result<Vec<InstanceReport>, Error> {
+        let mut con = self.commands.clone();
+        let since = now_ms().saturating_sub(REPORT_TTL.as_millis() as u64);
+        let names: Vec<String> = con
+            .zrangebyscore(&self.keys.instances, since, "+inf")
+            .await
+            .map_err(unavailable)?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = names
+            .iter()
+            .map(|n| format!("{}{n}", self.keys.instance_prefix))
+            .collect();
+        let reports: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut con)
+            .await
+            .map_err(unavailable)?;
+        let mut reports: Vec<InstanceReport> = reports
+            .into_iter()
+            .flatten()
+            .filter_map(|json| serde_json::from_str(&json).ok())
+            .collect();
+        reports.sort_by(|a, b| a.instance.cmp(&b.instance));
+        Ok(reports)
+    }
+
+    async fn drop_client(&self, client_id: &str, pause: Duration) -> Result<(), Error> {
+        let control = Control {
+            from: self.options.instance.clone(),
+            drop_client: client_id.to_owned(),
+            pause_ms: pause.as_millis() as u64,
+        };
+        let payload =
+            serde_json::to_string(&control).map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
+        let mut con = self.commands.clone();
+        let _: u64 = con
+            .publish(&self.keys.control, payload)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
 impl Broker for RedisBroker {
     fn attach(&self, sink: Arc<dyn Sink>) -> u64 {
         if self.inner.sink.set(sink.clone()).is_ok() {
             self.inner.delivered.send_replace(self.inner.start);
-            tokio::spawn(self.inner.clone().read_events(sink));
+            tokio::spawn(self.inner.clone().read_events(sink.clone()));
+            tokio::spawn(self.inner.clone().report_loop(sink.clone()));
+            tokio::spawn(self.inner.clone().control_loop(sink));
             if self.inner.options.consume_publish_stream {
                 tokio::spawn(self.inner.clone().read_publish_stream());
             }
@@ -572,6 +719,19 @@ impl Broker for RedisBroker {
 
     fn history(&self, after: u64, upto: u64) -> BoxFuture<'_, Result<History, Error>> {
         Box::pin(self.inner.history(after, upto))
+    }
+
+    fn instance(&self) -> Option<&str> {
+        Some(&self.inner.options.instance)
+    }
+
+    fn cluster(&self) -> BoxFuture<'_, Result<Option<Vec<InstanceReport>>, Error>> {
+        Box::pin(async move { self.inner.cluster().await.map(Some) })
+    }
+
+    fn drop_client(&self, client_id: &str, pause: Duration) -> BoxFuture<'_, Result<(), Error>> {
+        let client_id = client_id.to_owned();
+        Box::pin(async move { self.inner.drop_client(&client_id, pause).await })
     }
 }
 

@@ -395,12 +395,57 @@ async fn body_bytes(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Bytes,
 
 // --- admin ---------------------------------------------------------------------------------
 
+/// This instance's numbers; with several instances also `instance` and `cluster` (every
+/// instance's figures and their totals).
 async fn stats(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
-    Ok(Json(hub.stats()).into_response())
+    let mut body = serde_json::to_value(hub.stats()).unwrap_or_default();
+    if let (Some(reports), Some(map)) = (hub.cluster().await?, body.as_object_mut()) {
+        let sum = |f: fn(&crate::Stats) -> u64| reports.iter().map(|r| f(&r.stats)).sum::<u64>();
+        let instances: Vec<Value> = reports
+            .iter()
+            .map(|r| {
+                json!({
+                    "instance": r.instance,
+                    "activeConnections": r.stats.active_connections,
+                    "eventsPublished": r.stats.events_published,
+                    "eventsDelivered": r.stats.events_delivered,
+                    "uptimeSeconds": r.stats.uptime_seconds,
+                })
+            })
+            .collect();
+        map.insert("instance".into(), json!(hub.instance()));
+        map.insert(
+            "cluster".into(),
+            json!({
+                "instances": instances,
+                "activeConnections": sum(|s| s.active_connections as u64),
+                "eventsPublished": sum(|s| s.events_published),
+                "eventsDelivered": sum(|s| s.events_delivered),
+                "eventsDropped": sum(|s| s.events_dropped),
+                "slowConsumerDisconnects": sum(|s| s.slow_consumer_disconnects),
+            }),
+        );
+    }
+    Ok(Json(body).into_response())
 }
 
+/// The connected clients: this instance's, or with several instances every instance's
+/// (each entry names its `instance`; each instance lists at most 200).
 async fn clients(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
-    Ok(Json(json!({ "clients": hub.clients() })).into_response())
+    let Some(reports) = hub.cluster().await? else {
+        return Ok(Json(json!({ "clients": hub.clients() })).into_response());
+    };
+    let mut clients: Vec<Value> = Vec::new();
+    for report in reports {
+        for client in report.clients {
+            let mut entry = serde_json::to_value(client).unwrap_or_default();
+            if let Some(map) = entry.as_object_mut() {
+                map.insert("instance".into(), json!(report.instance));
+            }
+            clients.push(entry);
+        }
+    }
+    Ok(Json(json!({ "clients": clients })).into_response())
 }
 
 /// The body of `POST /clients/drop`.
@@ -429,10 +474,13 @@ async fn drop_client(
             "forSecs: at most {MAX_DROP_SECS}"
         )));
     }
-    let dropped = hub.drop_client(
-        &body.client_id,
-        std::time::Duration::from_secs(body.for_secs),
-    );
+    // Every instance drops it (through the broker); `dropped` counts this instance's cuts.
+    let dropped = hub
+        .drop_client_everywhere(
+            &body.client_id,
+            std::time::Duration::from_secs(body.for_secs),
+        )
+        .await?;
     Ok(Json(json!({"ok": true, "dropped": dropped})).into_response())
 }
 

@@ -500,3 +500,90 @@ async fn redis_unreachable_at_start_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn stats_clients_and_drop_span_every_instance() {
+    let redis = Redis::start().await;
+    let a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(&redis, "b", &[]).await;
+    let _x = a.subscribe("?clientId=x", None).await;
+    let mut y = b.subscribe("?clientId=y", None).await;
+    let _y2 = b.subscribe("?clientId=y2", None).await;
+    let http = reqwest::Client::new();
+    // Reports travel every 2 s: wait until both instances' show up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stats = loop {
+        let stats: Value = http
+            .get(format!("{}/stats", a.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["cluster"]["activeConnections"] == 3 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stats["instance"], "a");
+    assert_eq!(
+        stats["activeConnections"], 1,
+        "this instance's own figure: {stats}"
+    );
+    let names: Vec<&str> = stats["cluster"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let clients: Value = http
+        .get(format!("{}/clients", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<(String, String)> = clients["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["clientId"].as_str().unwrap().to_owned(),
+                c["instance"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("x".into(), "a".into()),
+            ("y".into(), "b".into()),
+            ("y2".into(), "b".into())
+        ]
+    );
+    // Dropping y through instance a reaches it on b.
+    let res = http
+        .post(format!("{}/clients/drop", a.base))
+        .json(&json!({"clientId": "y", "forSecs": 30}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let rest = y.until_end().await;
+    let last = rest.last().expect("an __error before the end");
+    assert_eq!(last.event, "__error");
+    assert_eq!(data(last)["reason"], "dropped");
+    // And b refuses it for the pause.
+    let res = http
+        .get(format!("{}/events?clientId=y", b.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+}
