@@ -51,6 +51,11 @@
 
 #![deny(missing_docs)]
 
+/// The README's Rust snippets, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub mod auth;
 pub mod broker;
 pub mod config;

@@ -36,12 +36,28 @@ use crate::hub::{Hub, SubscribeRequest};
 use crate::net::StreamSlot;
 use crate::query::parse_query;
 
-/// The hub's endpoints (see `docs/PROTOCOL.md`), ready to serve or to `nest` in a larger app.
+/// The hub's endpoints (see `docs/PROTOCOL.md`), ready to serve or to `nest` in a larger app,
+/// whatever that app's state type `S` is (the hub carries its own state).
 ///
 /// Applies the hub's CORS setting, request tracing (paths only: query strings, which may hold
 /// tokens, are never logged) and gzip for the JSON admin endpoints. Event streams are never
 /// compressed.
-pub fn router(hub: Hub) -> Router {
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use eventwire_server::{router, Config, Hub};
+///
+/// #[derive(Clone)]
+/// struct AppState { greeting: &'static str }
+///
+/// let hub = Hub::new(Config::default());
+/// let app: Router = Router::new()
+///     .route("/", get(|axum::extract::State(s): axum::extract::State<AppState>| async move { s.greeting }))
+///     .nest("/sse", router(hub))
+///     .with_state(AppState { greeting: "hi" });
+/// # let _ = app;
+/// ```
+pub fn router<S: Clone + Send + Sync + 'static>(hub: Hub) -> Router<S> {
     let admin = Router::new()
         .route("/stats", get(stats))
         .route("/clients", get(clients))
@@ -80,7 +96,7 @@ pub const MAX_HEADERS: usize = 100;
 /// not a CORS preflight with `405`, and replaces the empty body of any other 4xx/5xx answer
 /// (static files' `404`/`405`, a CORS layer's refusal) with `{"error": {"code", "message"}}`.
 /// [`router`] applies it; apply it to an app that adds routes of its own around the hub.
-pub fn json_errors(app: Router) -> Router {
+pub fn json_errors<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
     app.layer(axum::middleware::from_fn(json_error_bodies))
 }
 
