@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every eventwire test. Installs what it needs on a bare machine (wasm target,
 # wasm-bindgen CLI, Chromium + chromedriver, binaryen and playwright-core from npm, npm
-# packages) and skips what is already there.
+# packages, cargo-fuzz, redis-server) and skips what is already there.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,14 +15,29 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 
+step "services: redis-server (the cluster tests start their own on a free port)"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  SUDO=""
+  if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+redis-server --version
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test: hub (black-box over real sockets), client logic (native), chaos proxy"
+step "cargo test: hub (black-box over real sockets, three instances over Redis), client logic (native), chaos proxy"
 cargo test --workspace --locked
+
+step "hub under load and faults: small storms and floods with eventwire-load (docs/LOAD.md)"
+bash scripts/load-smoke.sh
+
+step "fuzz: publish body, query, Last-Event-ID, frame round trip (30 s each)"
+bash scripts/fuzz.sh 30
 
 step "client SDK in headless Chromium against the real hub, release build, size, smoke test"
 bash scripts/test-client-wasm.sh
