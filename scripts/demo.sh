@@ -10,7 +10,10 @@
 #     demo's handful of clients never needs more), in the background while the package builds.
 # Prints the URLs once the hub listens. Ctrl-C stops it.
 # Usage: scripts/demo.sh [extra eventwire flags]   (EVENTWIRE_LISTEN=host:port, default 127.0.0.1:8080)
+#        scripts/demo.sh --build-only   builds the above and exits (scripts/cluster.sh runs that hub)
 set -euo pipefail
+BUILD_ONLY=0
+if [[ "${1:-}" == "--build-only" ]]; then BUILD_ONLY=1; fi
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -35,6 +38,7 @@ if ! wait "$hub_build"; then
 fi
 trap - EXIT
 log "hub built"
+if [[ "$BUILD_ONLY" == 1 ]]; then exit 0; fi
 
 # The hub prints "listening on http://ADDR" on stdout once its socket is bound; the URLs are
 # printed then, not before (a port already in use ends the script with the hub's error).
