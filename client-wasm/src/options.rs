@@ -153,6 +153,9 @@ pub struct Options {
     pub token: Option<String>,
     /// Whether a `getToken` function was given.
     pub has_get_token: bool,
+    /// Whether an `EventSource` implementation was given (the glue keeps it; without one the
+    /// global `EventSource` is used).
+    pub has_event_source: bool,
     /// `lastEventId`: where to start (sent as the `lastEventId` query parameter).
     pub last_event_id: Option<String>,
     /// `withCredentials`, passed to the `EventSource`.
@@ -176,6 +179,7 @@ impl Default for Options {
             events: Vec::new(),
             token: None,
             has_get_token: false,
+            has_event_source: false,
             last_event_id: None,
             with_credentials: false,
             auto_connect: true,
@@ -217,7 +221,7 @@ impl Kind {
             Self::Millis => "expected a number of milliseconds, 0 or more",
             Self::Number => "expected a number",
             Self::Count => "expected a whole number, 0 or more (or Infinity)",
-            Self::Function => "expected an async function",
+            Self::Function => "expected a function",
             Self::Backoff => "expected an object",
         }
     }
@@ -240,7 +244,7 @@ type Spec = (&'static str, Kind, Apply);
 
 /// The options `createClient` accepts: one table drives parsing, unknown-key detection and
 /// the messages (a table instead of code per option keeps the JavaScript build small).
-const OPTIONS: [Spec; 11] = [
+const OPTIONS: [Spec; 12] = [
     ("clientId", Kind::Text, |o, r| {
         o.client_id = Some(take(&mut r.text))
     }),
@@ -263,6 +267,9 @@ const OPTIONS: [Spec; 11] = [
     ("backoff", Kind::Backoff, |_, _| {}),
     ("heartbeatTimeoutMs", Kind::Millis, |o, r| {
         o.heartbeat_timeout_ms = Some(r.number as u32);
+    }),
+    ("EventSource", Kind::Function, |o, _| {
+        o.has_event_source = true
     }),
 ];
 
@@ -294,7 +301,7 @@ const fn names<const N: usize>(specs: &[Spec; N]) -> [&'static str; N] {
 }
 
 /// The option names `createClient` accepts.
-pub const KNOWN_OPTIONS: [&str; 11] = names(&OPTIONS);
+pub const KNOWN_OPTIONS: [&str; 12] = names(&OPTIONS);
 
 /// The keys of the `backoff` option.
 pub const KNOWN_BACKOFF_OPTIONS: [&str; 5] = names(&BACKOFF_OPTIONS);
@@ -513,6 +520,7 @@ mod tests {
                 ]),
             ),
             ("heartbeatTimeoutMs", OptionValue::Number(500.0)),
+            ("EventSource", OptionValue::Function),
         ])
         .unwrap_or_default();
         assert_eq!(o.client_id.as_deref(), Some("c1"));
@@ -533,6 +541,7 @@ mod tests {
             }
         );
         assert_eq!(o.heartbeat_timeout_ms, Some(500));
+        assert!(o.has_event_source);
         let o = parse(vec![("withCredentials", OptionValue::Bool(false))]);
         assert_eq!(o, Ok(Options::default()));
     }
@@ -556,7 +565,7 @@ mod tests {
         assert!(err(vec![("nope", OptionValue::Null)]).contains("`nope`"));
         let e = backoff_err("initialDelay", OptionValue::Number(1.0));
         assert_eq!(e, "eventwire: unknown option `backoff.initialDelay`");
-        assert_eq!(KNOWN_OPTIONS.len(), 11);
+        assert_eq!(KNOWN_OPTIONS.len(), 12);
         assert!(KNOWN_OPTIONS.contains(&"getToken") && KNOWN_BACKOFF_OPTIONS.contains(&"jitter"));
     }
 
@@ -603,9 +612,8 @@ mod tests {
         assert!(parse(vec![("clientId", s(&"é".repeat(128)))]).is_ok());
         assert!(err(vec![("clientId", s("a\u{7}b"))]).contains("`clientId`"));
         assert!(err(vec![("lastEventId", s("1\n2"))]).contains("`lastEventId`"));
-        assert!(
-            err(vec![("getToken", s("abc"))]).contains("`getToken`: expected an async function")
-        );
+        assert!(err(vec![("getToken", s("abc"))]).contains("`getToken`: expected a function"));
+        assert!(err(vec![("EventSource", s("x"))]).contains("`EventSource`: expected a function"));
         assert!(err(vec![("autoConnect", s("yes"))]).contains("`autoConnect`: expected a boolean"));
         assert!(err(vec![("token", n(5.0))]).contains("`token`: expected a string"));
         assert!(err(vec![("backoff", n(1.0))]).contains("`backoff`: expected an object"));

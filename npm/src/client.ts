@@ -38,10 +38,6 @@ export class EventwireError extends Error {
   }
 }
 
-const isBrowser =
-  typeof window !== "undefined" ||
-  typeof (globalThis as { importScripts?: unknown }).importScripts === "function";
-
 /** The wasm's loading, once started. */
 let loading: Promise<void> | undefined;
 /** Set once the wasm is ready. */
@@ -51,25 +47,40 @@ function unsupported(why: string, cause?: unknown): EventwireError {
   return new EventwireError("unsupported_environment", `eventwire: ${why}`, { cause });
 }
 
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
 /**
  * Loads the WebAssembly module (once; `createClient` starts it too). Optional: after it
- * resolves, `createClient` checks its options at once, so bad options always throw.
+ * resolves, `createClient` checks its options at once, so bad options always throw. In Node
+ * (tests, jsdom) the module is read from disk.
  *
- * @throws (rejects with) {@link EventwireError} `unsupported_environment` outside a browser,
- * or when the module cannot be loaded.
+ * @throws (rejects with) {@link EventwireError} `unsupported_environment` when the module
+ * cannot be loaded.
  */
 export function ready(): Promise<void> {
-  if (!isBrowser) {
-    return Promise.reject(unsupported("the WebAssembly SDK needs a browser (EventSource)"));
+  // This exact expression, so that bundlers emit the wasm as an asset.
+  let wasm: URL | Uint8Array = new URL("../wasm/eventwire_client_bg.wasm", import.meta.url);
+  // Made absolute against the page (Turbopack's URL objects are relative to it). Vite 5-7's
+  // dev server serves pre-bundled dependencies from node_modules/.vite/, where the relative
+  // URL misses; the package itself is served from node_modules.
+  wasm = new URL(
+    String(wasm).replace(/\/\.vite\/.*/, "/eventwire/wasm/eventwire_client_bg.wasm"),
+    globalThis.location?.href,
+  );
+  if (wasm.protocol == "file:") {
+    // Node (no fetch for files): `getBuiltinModule`, which no bundler follows.
+    const fs = (globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process?.getBuiltinModule?.(
+      "fs",
+    ) as { readFileSync(path: URL): Uint8Array } | undefined;
+    if (fs) wasm = fs.readFileSync(wasm);
   }
-  loading ??= initWasm({
-    module_or_path: new URL("../wasm/eventwire_client_bg.wasm", import.meta.url),
-  }).then(
+  loading ??= initWasm({ module_or_path: wasm }).then(
     () => {
       loaded = true;
     },
     (error: unknown) => {
-      throw unsupported(`the WebAssembly module could not be loaded: ${String(error)}`, error);
+      loading = undefined;
+      throw unsupported(`the WebAssembly module could not be loaded: ${message(error)}`, error);
     },
   );
   return loading;
@@ -135,12 +146,8 @@ function queuedClient(url: string, options: ClientOptions | undefined): AnyClien
   let closed = false;
   let queue: ((client: AnyClient) => void)[] = [];
   /** Its own listeners of `error` and `statechange`, told if the options are refused. */
-  const early: [string, (event: never) => void][] = [];
+  const early: Entry[] = [];
   const later = (step: (client: AnyClient) => void) => (real ? step(real) : queue.push(step));
-  const check = (type: unknown, listener: unknown) => {
-    if (typeof type !== "string") throw argumentError("type", "expected a string");
-    if (typeof listener !== "function") throw argumentError("listener", "expected a function");
-  };
   const subscribe = (name: "on" | "once") => (type: string, listener: (event: never) => void) => {
     check(type, listener);
     early.push([type, listener]);
@@ -194,11 +201,7 @@ function queuedClient(url: string, options: ClientOptions | undefined): AnyClien
         real = wasmClient(url, options);
       } catch (error) {
         closed = true;
-        tell(early, "error", {
-          type: "error",
-          kind: "invalid_options",
-          message: error instanceof Error ? error.message : String(error),
-        });
+        tell(early, "error", { type: "error", kind: "invalid_options", message: message(error) });
         return;
       }
       for (const step of queue) step(real);
@@ -207,11 +210,16 @@ function queuedClient(url: string, options: ClientOptions | undefined): AnyClien
     },
     (error: unknown) => {
       closed = true;
-      const message = error instanceof Error ? error.message : String(error);
-      tell(early, "error", { type: "error", kind: "unsupported_environment", message });
+      tell(early, "error", { type: "error", kind: "unsupported_environment", message: message(error) });
     },
   );
   return facade as unknown as AnyClient;
+}
+
+/** Throws {@link EventwireError} `invalid_argument` for a bad listener-method argument. */
+function check(type: unknown, listener: unknown): void {
+  if (typeof type !== "string") throw argumentError("type", "expected a string");
+  if (typeof listener !== "function") throw argumentError("listener", "expected a function");
 }
 
 function argumentError(argument: string, reason: string): EventwireError {
@@ -221,12 +229,20 @@ function argumentError(argument: string, reason: string): EventwireError {
   );
 }
 
-/** Calls the listeners of `type` among `listeners` with `event`; one that throws is logged. */
-function tell(listeners: [string, (event: never) => void][], type: string, event: object): void {
-  for (const [t, listener] of listeners) {
-    if (t !== type) continue;
+type Listener = (event: never) => void;
+/** A listener of a type; `true` for a `once` listener. */
+type Entry = [string, Listener, boolean?];
+
+/**
+ * Calls the listeners of `type` among `listeners` with `event` (a `once` listener is removed
+ * first; one removed meanwhile is skipped); one that throws is logged.
+ */
+function tell(listeners: Entry[], type: string, event: object): void {
+  for (const entry of listeners.filter((l) => l[0] === type)) {
+    if (!listeners.includes(entry)) continue;
+    if (entry[2]) listeners.splice(listeners.indexOf(entry), 1);
     try {
-      listener(event as never);
+      entry[1](event as never);
     } catch (error) {
       console.error("eventwire: a listener threw", error);
     }
@@ -254,9 +270,9 @@ export function createClient<M extends EventMap = EventMap>(
   url: string,
   options?: ClientOptions,
 ): EventwireClient<M> {
-  if (!isBrowser) {
+  if (typeof options?.EventSource != "function" && typeof EventSource == "undefined") {
     throw unsupported(
-      "createClient needs a browser (EventSource and WebAssembly); during server-side rendering create clients in effects",
+      "no EventSource here: pass an implementation as the `EventSource` option (in Node, the `eventsource` package), or during server-side rendering create clients in effects",
     );
   }
   const client = loaded ? wasmClient(url, options) : queuedClient(url, options);

@@ -50,6 +50,11 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   /** Treat the connection as dead after this long without any event or heartbeat. Default 2.5 × the hub's heartbeat; 0 turns the watchdog off. */
   heartbeatTimeoutMs?: number;
+  /**
+   * The `EventSource` class to use instead of the global one: for tests, or in Node the
+   * `eventsource` package's (`import { EventSource } from "eventsource"`).
+   */
+  EventSource?: new (url: string, init?: { withCredentials?: boolean }) => unknown;
 }
 
 /** What a listener of an application event receives. */

@@ -589,3 +589,142 @@ test("a client created before the wasm is ready queues its calls; ready() makes 
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+// Node and jsdom (a test runner's DOM): importing never throws; with no EventSource,
+// createClient says so (unsupported_environment); with the `eventsource` package's class as
+// the `EventSource` option the client works against the real hub (the wasm is read from disk).
+test("in Node and in jsdom the package imports, and runs with an EventSource implementation", () => {
+  const dir = path.join(WORK, "node");
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, "package.json"), '{"name":"node-consumer","private":true,"type":"module"}');
+  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball, "eventsource@4.1.1", "jsdom@26.1.0"], dir);
+  fs.writeFileSync(
+    path.join(dir, "run.mjs"),
+    `const [hub, env] = process.argv.slice(2);
+     if (env === "jsdom") {
+       // What a test runner's jsdom environment does: the window's globals on globalThis.
+       const { JSDOM } = await import("jsdom");
+       const { window } = new JSDOM("<!doctype html><p></p>", { url: hub + "/page" });
+       for (const key of Object.getOwnPropertyNames(window)) {
+         if (!(key in globalThis)) globalThis[key] = window[key];
+       }
+     }
+     const { createClient, EventwireError } = await import("eventwire");
+     const { EventSource } = await import("eventsource");
+     const out = { env, window: typeof window, globalEventSource: typeof globalThis.EventSource };
+     try { createClient(hub + "/events"); out.without = "no error"; }
+     catch (e) { out.without = [e instanceof EventwireError, e.type]; }
+     // In jsdom a relative URL resolves against the page.
+     const client = createClient(env === "jsdom" ? "/events" : hub + "/events", { clientId: "node-" + env, EventSource });
+     out.message = await new Promise((resolve, reject) => {
+       setTimeout(() => reject(new Error("no event in 10 s")), 10000);
+       client.on("error", (e) => reject(new Error(e.kind + ": " + e.message)));
+       client.on("notification", (e) => resolve(e.data.message));
+       client.on("open", () => fetch(hub + "/publish", {
+         method: "POST",
+         headers: { "content-type": "application/json" },
+         body: JSON.stringify({ event: "notification", data: { message: "hello " + env }, clientId: "node-" + env }),
+       }));
+     });
+     out.url = client.url;
+     client.close();
+     console.log(JSON.stringify(out));`,
+  );
+  const node = JSON.parse(run("node", ["run.mjs", hub.url, "node"], dir));
+  assert.deepEqual(node, {
+    env: "node", window: "undefined", globalEventSource: "undefined",
+    without: [true, "unsupported_environment"], message: "hello node", url: `${hub.url}/events`,
+  });
+  const jsdom = JSON.parse(run("node", ["run.mjs", hub.url, "jsdom"], dir));
+  assert.deepEqual(jsdom, {
+    env: "jsdom", window: "object", globalEventSource: "undefined",
+    without: [true, "unsupported_environment"], message: "hello jsdom", url: `${hub.url}/events`,
+  });
+});
+
+/** Starts `cmd` and waits for `pattern` in its output (ANSI colours removed); returns [proc, match]. */
+async function startServer(cmd, args, cwd, pattern, env = {}) {
+  const proc = spawn(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const match = await new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not start: ${out}`)), 60_000);
+    const onData = (chunk) => {
+      out += String(chunk).replace(/\x1b\[[0-9;]*m/g, "");
+      const m = pattern.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    };
+    proc.stdout.on("data", onData);
+    proc.stderr.on("data", onData);
+    proc.on("exit", (code) => reject(new Error(`${cmd} exited with ${code}: ${out}`)));
+  });
+  return [proc, match];
+}
+
+async function expectLivePage(url, client, message) {
+  const { page, context, errors } = await openPage(url);
+  await waitText(page, "#state", "connected");
+  await publish({ event: "notification", data: { message }, clientId: client });
+  await waitText(page, "#message", message);
+  assert.deepEqual(errors, []);
+  return { page, context };
+}
+
+// The dev servers: Vite 5 pre-bundles the package into node_modules/.vite/deps/ (where the
+// wasm's relative URL misses; the package falls back to its own directory), Vite 8 serves it
+// through rolldown. No configuration either way.
+test("Vite 5 and Vite 8 dev servers serve the packed package with no configuration", async (t) => {
+  const vite8 = path.join(WORK, "vite8");
+  fs.mkdirSync(vite8, { recursive: true });
+  for (const file of ["entry.js", "index.html"]) fs.copyFileSync(path.join(ROOT, "tests/npm/bundlers", file), path.join(vite8, file));
+  fs.writeFileSync(path.join(vite8, "package.json"), '{"name":"vite8-dev","private":true,"type":"module"}');
+  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", "vite@8.4.0", tarball], vite8);
+  if (!fs.existsSync(path.join(BUNDLERS, "node_modules/.bin/vite"))) {
+    fs.cpSync(path.join(ROOT, "tests/npm/bundlers"), BUNDLERS, { recursive: true });
+    run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball], BUNDLERS);
+  }
+  for (const [name, dir] of [["vite5", BUNDLERS], ["vite8", vite8]]) {
+    await t.test(name, async () => {
+      const [proc, match] = await startServer(
+        path.join(dir, "node_modules/.bin/vite"),
+        ["--host", "127.0.0.1", "--port", "0", "--clearScreen", "false"],
+        dir,
+        /Local:\s+(http:\/\/127\.0\.0\.1:\d+)\//,
+      );
+      try {
+        const client = `dev-${name}`;
+        const { context } = await expectLivePage(`${match[1]}/index.html?hub=${hub.url}&client=${client}`, client, `served by ${name} dev`);
+        await context.close();
+      } finally {
+        proc.kill("SIGTERM");
+      }
+    });
+  }
+});
+
+// Next.js app router (tests/npm/next): `next build` (a server component imports the package
+// during SSR and prerendering), `next start`, the page connects in Chromium.
+test("a Next.js app-router app builds with the package and its page works after next start", async () => {
+  const dir = path.join(WORK, "next");
+  fs.cpSync(path.join(ROOT, "tests/npm/next"), dir, { recursive: true });
+  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball], dir);
+  const env = { NEXT_TELEMETRY_DISABLED: "1" };
+  const build = spawnSync(path.join(dir, "node_modules/.bin/next"), ["build"], { cwd: dir, encoding: "utf8", env: { ...process.env, ...env } });
+  assert.equal(build.status, 0, build.stdout + build.stderr);
+  const [proc, match] = await startServer(
+    path.join(dir, "node_modules/.bin/next"),
+    ["start", "--hostname", "127.0.0.1", "--port", "0"],
+    dir,
+    /Local:\s+(http:\/\/127\.0\.0\.1:\d+)/,
+    env,
+  );
+  try {
+    const { page, context } = await expectLivePage(`${match[1]}/?hub=${hub.url}&client=next-app`, "next-app", "rendered by next");
+    assert.equal(await text(page, "#ssr"), "function", "the server component imported the package");
+    await context.close();
+  } finally {
+    proc.kill("SIGTERM");
+  }
+});

@@ -68,6 +68,9 @@ pub(crate) struct Inner {
 pub(crate) struct Driver {
     listeners: Registry<Function>,
     get_token: Option<Function>,
+    /// The `EventSource` class: the `EventSource` option, or the global one (`undefined`
+    /// where there is none: opening then fails like any other attempt).
+    event_source: JsValue,
     with_credentials: bool,
     source: Option<Source>,
     retry_timer: Option<Timer>,
@@ -154,9 +157,14 @@ pub(crate) fn set(target: &JsValue, key: &str, value: &JsValue) {
     let _ = Reflect::set(target, &JsValue::from_str(key), value);
 }
 
+/// `globalThis[key]`.
+pub(crate) fn global(key: &str) -> JsValue {
+    GLOBAL.with(|global| get(global, key))
+}
+
 /// `globalThis[key]`, when it is an object (`document`, `location`).
 fn global_object(key: &str) -> Option<JsValue> {
-    Some(GLOBAL.with(|global| get(global, key))).filter(JsValue::is_object)
+    Some(global(key)).filter(JsValue::is_object)
 }
 
 /// Resolves `url` against the page (relative URLs work) and checks it is http(s).
@@ -219,6 +227,7 @@ impl Core {
         url: &str,
         options: Options,
         get_token: Option<Function>,
+        event_source: JsValue,
     ) -> Result<Self, Error> {
         options.validate()?;
         let resolved = resolve_url(url)?;
@@ -237,6 +246,7 @@ impl Core {
                 io: Driver {
                     listeners: Registry::default(),
                     get_token,
+                    event_source,
                     with_credentials,
                     source: None,
                     retry_timer: None,
@@ -680,7 +690,11 @@ impl Driver {
         // An `EventSourceInit` dictionary is a plain object.
         let init: JsValue = Object::new().into();
         set(&init, "withCredentials", &self.with_credentials.into());
-        let es = EventSource::new_with_event_source_init_dict(url, init.unchecked_ref())?;
+        // `new EventSource(url, init)` on the configured class (for tests, or Node's
+        // `eventsource` package); one `Reflect.construct` serves every class.
+        let args = js_sys::Array::of2(&url.into(), &init);
+        let class: &Function = self.event_source.unchecked_ref();
+        let es: EventSource = Reflect::construct(class, &args)?.unchecked_into();
         let listeners = alloc::vec![
             Listen::new(&es, "open", &self.callback_fn),
             Listen::new(&es, "error", &self.callback_fn),

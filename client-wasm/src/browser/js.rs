@@ -113,7 +113,13 @@ pub fn create_client(url: JsValue, options: JsValue) -> Result<JsClient, JsValue
     let get_token = parsed
         .has_get_token
         .then(|| get(&options, "getToken").unchecked_into::<Function>());
-    let core = Core::new(&url, parsed, get_token)?;
+    // `EventSource`, when given, is a function too; otherwise the global one.
+    let event_source = if parsed.has_event_source {
+        get(&options, "EventSource")
+    } else {
+        super::core::global("EventSource")
+    };
+    let core = Core::new(&url, parsed, get_token, event_source)?;
     let weak = Rc::downgrade(&core.0);
     let unsubscribe = Closure::<dyn Fn(JsValue, JsValue)>::new(move |id: JsValue, _| {
         if let (Some(rc), Some(id)) = (weak.upgrade(), id.as_f64()) {

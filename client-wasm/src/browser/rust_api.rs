@@ -224,7 +224,12 @@ impl ClientBuilder {
             .as_ref()
             .map(|c| c.as_ref().unchecked_ref::<Function>().clone());
         Ok(Client {
-            core: Core::new(&self.url, self.options, get_token)?,
+            core: Core::new(
+                &self.url,
+                self.options,
+                get_token,
+                super::core::global("EventSource"),
+            )?,
             _get_token: self.get_token,
         })
     }

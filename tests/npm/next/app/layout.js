@@ -1,0 +1,4 @@
+export const metadata = { title: "eventwire on Next.js", icons: { icon: "data:," } };
+export default function RootLayout({ children }) {
+  return (<html lang="en"><body>{children}</body></html>);
+}
