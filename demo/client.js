@@ -65,6 +65,11 @@ function join(name) {
     topics: ["demo"],
     token: params.get("token") ?? undefined,
     backoff: BACKOFF,
+    // One hub connection for all of this browser's tabs with the same name.
+    shareAcrossTabs: true,
+  });
+  client.on("leader", ({ leader, tabs }) => {
+    $("tabs").textContent = `shared by ${tabs} tab${tabs === 1 ? "" : "s"}, this tab ${leader ? "leads" : "follows"}`;
   });
   client.on("statechange", ({ readyState }) => {
     if (readyState === 1) return; // "open" handles it

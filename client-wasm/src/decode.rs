@@ -55,7 +55,15 @@ impl SystemEvent {
 
 /// Names of the SDK's lifecycle events, which listeners get from the SDK rather than from the
 /// stream.
-pub const LIFECYCLE_EVENTS: [&str; 5] = ["open", "statechange", "reconnecting", "gap", "error"];
+/// (`leader` comes from the npm package's tab sharing; it is never read from the stream.)
+pub const LIFECYCLE_EVENTS: [&str; 6] = [
+    "open",
+    "statechange",
+    "reconnecting",
+    "gap",
+    "error",
+    "leader",
+];
 
 /// Whether `event_type` is a lifecycle event (not attached to the `EventSource`).
 pub fn is_lifecycle(event_type: &str) -> bool {

@@ -156,6 +156,9 @@ pub struct Options {
     /// Whether an `EventSource` implementation was given (the glue keeps it; without one the
     /// global `EventSource` is used).
     pub has_event_source: bool,
+    /// `shareAcrossTabs`: checked here, acted on by the npm package's TypeScript layer, which
+    /// elects one tab to hold the connection.
+    pub share_across_tabs: bool,
     /// `lastEventId`: where to start (sent as the `lastEventId` query parameter).
     pub last_event_id: Option<String>,
     /// `withCredentials`, passed to the `EventSource`.
@@ -180,6 +183,7 @@ impl Default for Options {
             token: None,
             has_get_token: false,
             has_event_source: false,
+            share_across_tabs: false,
             last_event_id: None,
             with_credentials: false,
             auto_connect: true,
@@ -244,7 +248,7 @@ type Spec = (&'static str, Kind, Apply);
 
 /// The options `createClient` accepts: one table drives parsing, unknown-key detection and
 /// the messages (a table instead of code per option keeps the JavaScript build small).
-const OPTIONS: [Spec; 12] = [
+const OPTIONS: [Spec; 13] = [
     ("clientId", Kind::Text, |o, r| {
         o.client_id = Some(take(&mut r.text))
     }),
@@ -270,6 +274,9 @@ const OPTIONS: [Spec; 12] = [
     }),
     ("EventSource", Kind::Function, |o, _| {
         o.has_event_source = true
+    }),
+    ("shareAcrossTabs", Kind::Flag, |o, r| {
+        o.share_across_tabs = r.number != 0.0;
     }),
 ];
 
@@ -301,7 +308,7 @@ const fn names<const N: usize>(specs: &[Spec; N]) -> [&'static str; N] {
 }
 
 /// The option names `createClient` accepts.
-pub const KNOWN_OPTIONS: [&str; 12] = names(&OPTIONS);
+pub const KNOWN_OPTIONS: [&str; 13] = names(&OPTIONS);
 
 /// The keys of the `backoff` option.
 pub const KNOWN_BACKOFF_OPTIONS: [&str; 5] = names(&BACKOFF_OPTIONS);
@@ -521,6 +528,7 @@ mod tests {
             ),
             ("heartbeatTimeoutMs", OptionValue::Number(500.0)),
             ("EventSource", OptionValue::Function),
+            ("shareAcrossTabs", OptionValue::Bool(true)),
         ])
         .unwrap_or_default();
         assert_eq!(o.client_id.as_deref(), Some("c1"));
@@ -541,7 +549,7 @@ mod tests {
             }
         );
         assert_eq!(o.heartbeat_timeout_ms, Some(500));
-        assert!(o.has_event_source);
+        assert!(o.has_event_source && o.share_across_tabs);
         let o = parse(vec![("withCredentials", OptionValue::Bool(false))]);
         assert_eq!(o, Ok(Options::default()));
     }
@@ -565,7 +573,7 @@ mod tests {
         assert!(err(vec![("nope", OptionValue::Null)]).contains("`nope`"));
         let e = backoff_err("initialDelay", OptionValue::Number(1.0));
         assert_eq!(e, "eventwire: unknown option `backoff.initialDelay`");
-        assert_eq!(KNOWN_OPTIONS.len(), 12);
+        assert_eq!(KNOWN_OPTIONS.len(), 13);
         assert!(KNOWN_OPTIONS.contains(&"getToken") && KNOWN_BACKOFF_OPTIONS.contains(&"jitter"));
     }
 
@@ -614,6 +622,8 @@ mod tests {
         assert!(err(vec![("lastEventId", s("1\n2"))]).contains("`lastEventId`"));
         assert!(err(vec![("getToken", s("abc"))]).contains("`getToken`: expected a function"));
         assert!(err(vec![("EventSource", s("x"))]).contains("`EventSource`: expected a function"));
+        assert!(err(vec![("shareAcrossTabs", n(1.0))])
+            .contains("`shareAcrossTabs`: expected a boolean"));
         assert!(err(vec![("autoConnect", s("yes"))]).contains("`autoConnect`: expected a boolean"));
         assert!(err(vec![("token", n(5.0))]).contains("`token`: expected a string"));
         assert!(err(vec![("backoff", n(1.0))]).contains("`backoff`: expected an object"));

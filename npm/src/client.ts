@@ -118,6 +118,8 @@ function wasmClient(url: string, options: ClientOptions | undefined): AnyClient 
   let client: AnyClient;
   try {
     client = createWasmClient(url, options) as unknown as AnyClient;
+    // A client of its own: it leads, alone (see `shareAcrossTabs`).
+    Object.defineProperties(client, { leader: { value: true }, tabs: { value: 1 } });
   } catch (error) {
     throw fromWasm(error);
   }
@@ -175,6 +177,8 @@ function queuedClient(url: string, options: ClientOptions | undefined): AnyClien
     get lastEventId() {
       return real ? real.lastEventId : options?.lastEventId || undefined;
     },
+    leader: true,
+    tabs: 1,
     on: subscribe("on"),
     once: subscribe("once"),
     addEventListener(type: string, listener: (event: never) => void) {
@@ -249,6 +253,270 @@ function tell(listeners: Entry[], type: string, event: object): void {
   }
 }
 
+// Sharing one connection across tabs (`shareAcrossTabs`).
+/*
+ * `shareAcrossTabs`: one hub connection for all the tabs of an origin that create a client
+ * with the same URL and options.
+ *
+ * - Election: every tab that joins asks for a Web Lock named after the URL and options
+ *   ({@link https://developer.mozilla.org/en-US/docs/Web/API/Web_Locks_API Web Locks}). The
+ *   holder leads: it runs the real (wasm) client. The others wait in the lock's queue, so when
+ *   the leader closes, crashes or navigates away the browser releases the lock and the next
+ *   tab leads at once, resuming from the last event id it was handed.
+ * - Distribution: the leader posts every event its client dispatches (stream, system and
+ *   lifecycle events, with its `readyState`, `lastEventId` and `reconnectAttempts`) on a
+ *   {@link https://developer.mozilla.org/en-US/docs/Web/API/BroadcastChannel BroadcastChannel}
+ *   of the same name. Each tab keeps its own listeners and tells the others which event types
+ *   they need (an `EventSource` only dispatches types it listens to), so any tab can lead.
+ * - Exactly once: events posted by a leader that died reach every tab or none, in order; an
+ *   application event can still come twice around a failover (the new leader resumed from an
+ *   id before one still in flight), so each tab drops an id it delivered recently.
+ * - Tabs sharing: the lock's holder and its queue (`navigator.locks.query()`), so a crashed
+ *   tab stops counting without saying goodbye.
+ *
+ * The code lives here, in TypeScript, rather than in the wasm core: locks, channels and
+ * structured clone are JavaScript APIs, each of which would cost the wasm its glue, and the
+ * real client stays the same whether it is shared or not.
+ */
+
+/** `readyState`, `lastEventId`, `reconnectAttempts`, as the leader last reported them. */
+type State = [ReadyState, string | undefined, number];
+/** What tabs post: an event, the leader's state and tab count, a tab's types, a goodbye, a command. */
+type Message =
+  | { k: "e"; t: string; e: unknown; s: State }
+  | { k: "s"; s: State; n: number }
+  | { k: "h"; id: string; types: string[] }
+  | { k: "b"; id: string }
+  | { k: "c"; c: "connect" | "reconnect" };
+
+const LIFECYCLE = ["open", "statechange", "reconnecting", "gap", "error"];
+/** How many delivered application event ids each tab remembers, to drop a repeat. */
+const RECENT = 512;
+
+/** Whether the browser has what sharing needs; without it each tab connects on its own. */
+const canShare = (): boolean =>
+  typeof BroadcastChannel == "function" && !!globalThis.navigator?.locks;
+
+/**
+ * A client whose connection is shared with the other tabs. `start(create)` is called once
+ * the wasm is ready (at once when it already is); `create` makes a real client and throws an
+ * `EventwireError` for bad options. `fail(message)` reports options refused after the fact.
+ */
+function sharedClient(
+  url: string,
+  options: ClientOptions,
+  check: (type: unknown, listener: unknown) => void,
+): [AnyClient, (create: (url: string, options: ClientOptions) => AnyClient) => void, (kind: string, message: string) => void] {
+  const listeners: Entry[] = [];
+  const id = Math.random().toString(36).slice(2);
+  /** Other tabs' event types, by tab. */
+  const others = new Map<string, string[]>();
+  const recent: unknown[] = [];
+  /** Forwarders on the real client, by type. */
+  const forwarders = new Map<string, () => void>();
+  const idle = options.autoConnect === false || options.enabled === false;
+  let state: State = [idle ? 2 : 0, options.lastEventId || undefined, 0];
+  let href = url;
+  let name: string | undefined;
+  let make: ((url: string, options: ClientOptions) => AnyClient) | undefined;
+  let channel: BroadcastChannel | undefined;
+  let abort: AbortController | undefined;
+  let release: (() => void) | undefined;
+  let real: AnyClient | undefined;
+  let poll: ReturnType<typeof setInterval> | undefined;
+  let leader: boolean | undefined;
+  let tabs = 1;
+  let closed = false;
+
+  const post = (message: Message) => channel?.postMessage(message);
+  const snapshot = (): State => (real ? [real.readyState, real.lastEventId, real.reconnectAttempts] : state);
+  const types = () => [...new Set(listeners.map((l) => l[0]))];
+
+  const emit = (type: string, event: object) => !closed && tell(listeners, type, event);
+
+  /** Delivers an event to this tab, once: an application event id seen lately is dropped. */
+  const receive = (type: string, event: { id?: unknown }) => {
+    if (!LIFECYCLE.includes(type) && !type.startsWith("__") && event.id != null) {
+      if (recent.includes(event.id)) return;
+      if (recent.push(event.id) > RECENT) recent.shift();
+    }
+    emit(type, event);
+  };
+
+  const role = (lead: boolean, n: number) => {
+    if (lead === leader && n === tabs) return;
+    leader = lead;
+    tabs = n;
+    emit("leader", { type: "leader", leader: lead, tabs: n });
+  };
+
+  /** The leader listens to `type` on its client and posts what it gets. */
+  const forward = (type: string) => {
+    if (!real || forwarders.has(type) || type == "leader") return;
+    forwarders.set(
+      type,
+      real.on(type, (event: { id?: unknown }) => {
+        post({ k: "e", t: type, e: event, s: snapshot() });
+        receive(type, event);
+      }),
+    );
+  };
+  const forwardAll = () => {
+    for (const type of [...LIFECYCLE, ...types(), ...[...others.values()].flat()]) forward(type);
+  };
+
+  const count = async () => {
+    const { held = [], pending = [] } = await navigator.locks.query();
+    const n = [...held, ...pending].filter((lock) => lock.name === name).length;
+    if (real && !closed && n !== tabs) {
+      role(true, n);
+      post({ k: "s", s: snapshot(), n });
+    }
+  };
+
+  const lead = () => {
+    if (closed || !make) return;
+    real = make(url, {
+      ...options,
+      autoConnect: true,
+      enabled: true,
+      shareAcrossTabs: false,
+      // Where the previous leader's last distributed event left every tab.
+      lastEventId: state[1] ?? options.lastEventId,
+    });
+    forwardAll();
+    role(true, tabs);
+    post({ k: "s", s: snapshot(), n: tabs });
+    void count();
+    poll = setInterval(count, 2000);
+  };
+
+  const onMessage = (message: Message) => {
+    if (closed) return;
+    if (message.k == "h") {
+      others.set(message.id, message.types);
+      if (real) {
+        forwardAll();
+        post({ k: "s", s: snapshot(), n: tabs });
+        void count();
+      }
+    } else if (message.k == "b") {
+      others.delete(message.id);
+      if (real) void count();
+    } else if (message.k == "c") {
+      real?.[message.c]();
+    } else if (!real) {
+      const was = state[0];
+      state = message.s;
+      if (message.k == "e") {
+        receive(message.t, message.e as object);
+      } else {
+        // A tab joining a connection that is already open learns it from a snapshot.
+        if (was !== state[0]) {
+          emit("statechange", { type: "statechange", readyState: state[0] });
+          if (state[0] === 1) emit("open", { type: "open" });
+        }
+        role(false, message.n);
+      }
+    }
+  };
+
+  const join = () => {
+    if (channel || closed || !name) return;
+    state = [0, state[1], 0];
+    channel = new BroadcastChannel(name);
+    channel.onmessage = (e: MessageEvent<Message>) => onMessage(e.data);
+    abort = new AbortController();
+    navigator.locks
+      .request(name, { signal: abort.signal }, () => new Promise<void>((r) => ((release = r), lead())))
+      .catch(() => {});
+    // After asking for the lock, so that the leader counts this tab.
+    post({ k: "h", id, types: types() });
+  };
+
+  const subscribe = (type: string, listener: Listener, once: boolean): boolean => {
+    check(type, listener);
+    if (closed || listeners.some((l) => l[0] === type && l[1] === listener)) return false;
+    const known = types().includes(type);
+    listeners.push([type, listener, once]);
+    if (!known) {
+      forward(type);
+      post({ k: "h", id, types: types() });
+    }
+    return true;
+  };
+  const on = (once: boolean) => (type: string, listener: Listener) => {
+    const added = subscribe(type, listener, once);
+    return () => added && client.removeEventListener(type, listener as never);
+  };
+  const command = (c: "connect" | "reconnect") => {
+    if (!channel) return join();
+    if (real) real[c]();
+    else post({ k: "c", c });
+  };
+
+  const client = {
+    get readyState() {
+      return closed ? 2 : snapshot()[0];
+    },
+    get url() {
+      return href;
+    },
+    get lastEventId() {
+      return snapshot()[1];
+    },
+    get reconnectAttempts() {
+      return snapshot()[2];
+    },
+    get leader() {
+      return !!leader;
+    },
+    get tabs() {
+      return tabs;
+    },
+    on: on(false),
+    once: on(true),
+    addEventListener(type: string, listener: Listener) {
+      subscribe(type, listener, false);
+    },
+    removeEventListener(type: string, listener: Listener) {
+      check(type, listener);
+      const i = listeners.findIndex((l) => l[0] === type && l[1] === listener);
+      if (i >= 0) listeners.splice(i, 1);
+    },
+    connect: () => command("connect"),
+    reconnect: () => command("reconnect"),
+    close() {
+      if (closed) return;
+      closed = true;
+      listeners.length = 0;
+      post({ k: "b", id });
+      channel?.close();
+      abort?.abort();
+      clearInterval(poll);
+      real?.close();
+      release?.();
+    },
+  };
+
+  const start = (create: (url: string, options: ClientOptions) => AnyClient) => {
+    // Checks the options (throws for bad ones) and resolves the URL against the page.
+    const probe = create(url, { ...options, autoConnect: false });
+    href = probe.url;
+    probe.close();
+    make = create;
+    const o = options;
+    // What must be equal for tabs to share (getToken and EventSource: whether given).
+    name = `eventwire ${JSON.stringify([href, o.clientId, o.topics, o.events, o.token, o.lastEventId, !!o.withCredentials, o.heartbeatTimeoutMs, o.backoff, !o.getToken, !o.EventSource])}`;
+    if (!idle) join();
+  };
+  const fail = (kind: string, message: string) => {
+    emit("error", { type: "error", kind, message });
+    client.close();
+  };
+  return [client as unknown as AnyClient, start, fail];
+}
+
 /**
  * Creates a client for the hub's `/events` endpoint at `url` and, unless `autoConnect: false`
  * or `enabled: false`, connects. Before the wasm is ready (the first call starts loading it)
@@ -274,6 +542,22 @@ export function createClient<M extends EventMap = EventMap>(
     throw unsupported(
       "no EventSource here: pass an implementation as the `EventSource` option (in Node, the `eventsource` package), or during server-side rendering create clients in effects",
     );
+  }
+  if (options?.shareAcrossTabs === true && canShare()) {
+    const [client, start, fail] = sharedClient(url, options, check);
+    if (loaded) start(wasmClient);
+    else
+      ready().then(
+        () => {
+          try {
+            start(wasmClient);
+          } catch (error) {
+            fail("invalid_options", message(error));
+          }
+        },
+        (error: unknown) => fail("unsupported_environment", message(error)),
+      );
+    return client as unknown as EventwireClient<M>;
   }
   const client = loaded ? wasmClient(url, options) : queuedClient(url, options);
   return client as unknown as EventwireClient<M>;

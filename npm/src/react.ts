@@ -54,6 +54,10 @@ export interface EventwireState {
   lastEventId: string | undefined;
   /** Failed attempts since the last healthy connection. */
   reconnectAttempts: number;
+  /** Whether this tab holds the connection (false in a tab that follows another, with `shareAcrossTabs`). */
+  isLeader: boolean;
+  /** How many tabs share the connection (1 without `shareAcrossTabs`). */
+  tabs: number;
 }
 
 /** {@link EventwireState} plus controls. */
@@ -70,6 +74,8 @@ export interface EventwireProviderProps {
   url: string;
   /** As for `createClient`. A new object with the same content does not reconnect; `getToken` may change freely. */
   options?: ClientOptions;
+  /** Share one hub connection with this origin's other tabs (the `shareAcrossTabs` option, which it overrides when given). */
+  shareAcrossTabs?: boolean;
   /** The tree that shares the connection. */
   children?: ReactNode;
 }
@@ -94,7 +100,12 @@ class StateStore {
   refresh = (): void => {
     const next = read(this.client);
     const prev = this.snapshot;
-    if (next.readyState !== prev.readyState || next.reconnectAttempts !== prev.reconnectAttempts) {
+    if (
+      next.readyState !== prev.readyState ||
+      next.reconnectAttempts !== prev.reconnectAttempts ||
+      next.isLeader !== prev.isLeader ||
+      next.tabs !== prev.tabs
+    ) {
       this.snapshot = next;
       for (const listener of this.listeners) listener();
     }
@@ -103,7 +114,7 @@ class StateStore {
 
 function read(client: EventwireClient | null): EventwireState {
   if (client === null) {
-    return { readyState: 0, isConnected: false, lastEventId: undefined, reconnectAttempts: 0 };
+    return { readyState: 0, isConnected: false, lastEventId: undefined, reconnectAttempts: 0, isLeader: false, tabs: 1 };
   }
   const readyState = client.readyState;
   return {
@@ -111,6 +122,8 @@ function read(client: EventwireClient | null): EventwireState {
     isConnected: readyState === 1,
     lastEventId: client.lastEventId ?? undefined,
     reconnectAttempts: client.reconnectAttempts,
+    isLeader: client.leader,
+    tabs: client.tabs,
   };
 }
 
@@ -138,7 +151,8 @@ function optionsKey(options: ClientOptions | undefined): string {
  * Opens one connection for the whole tree below it; every hook below shares it. Unmounting
  * closes it. Changing `url` or the content of `options` replaces it.
  */
-export function EventwireProvider({ url, options, children }: EventwireProviderProps) {
+export function EventwireProvider({ url, options: given, shareAcrossTabs, children }: EventwireProviderProps) {
+  const options = shareAcrossTabs === undefined ? given : { ...given, shareAcrossTabs };
   const optionsRef = useRef(options);
   useIsomorphicLayoutEffect(() => {
     optionsRef.current = options;
@@ -157,7 +171,7 @@ export function EventwireProvider({ url, options, children }: EventwireProviderP
     const client = createClient(url, created);
     const store = new StateStore(client);
     // Lifecycle events only: the state never changes at event rate.
-    const offs = (["statechange", "open", "reconnecting", "error"] as const).map(
+    const offs = (["statechange", "open", "reconnecting", "error", "leader"] as const).map(
       (type) => client.on(type, store.refresh),
     );
     setShared({ client, store });

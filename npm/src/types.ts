@@ -55,6 +55,17 @@ export interface ClientOptions {
    * `eventsource` package's (`import { EventSource } from "eventsource"`).
    */
   EventSource?: new (url: string, init?: { withCredentials?: boolean }) => unknown;
+  /**
+   * Share one hub connection with the other tabs of this origin whose client has the same
+   * URL and options. One tab leads (holds the connection; a Web Lock elects it), the others
+   * receive its events, lifecycle events and state through a `BroadcastChannel`; when it
+   * goes, the next tab leads and resumes from the last id it handed out. Compared: the
+   * resolved URL, `clientId`, `topics`, `events`, `token`, `lastEventId`, `withCredentials`,
+   * `heartbeatTimeoutMs`, `backoff`, and whether `getToken` and `EventSource` are given
+   * (functions cannot be compared: `getToken` runs in the leading tab only). Where Web Locks
+   * or `BroadcastChannel` are missing, each tab connects on its own. Default false.
+   */
+  shareAcrossTabs?: boolean;
 }
 
 /** What a listener of an application event receives. */
@@ -99,6 +110,8 @@ export interface LifecycleEvents {
   gap: EventwireEvent<{ lastEventId: string; oldestAvailableId: string | null }> & { type: "gap" };
   /** Something went wrong. */
   error: { type: "error"; kind: ClientErrorKind; message: string };
+  /** With `shareAcrossTabs`: this tab's role, or the number of tabs sharing, changed. */
+  leader: { type: "leader"; leader: boolean; tabs: number };
 }
 
 /**
@@ -167,6 +180,10 @@ export interface EventwireClient<M extends EventMap = EventMap> {
   readonly reconnectAttempts: number;
   /** The id of the last event received (or the `lastEventId` option). */
   readonly lastEventId: string | undefined;
+  /** Whether this tab holds the connection: false in a tab that receives it from another (`shareAcrossTabs`). */
+  readonly leader: boolean;
+  /** How many tabs share the connection (1 without `shareAcrossTabs`). */
+  readonly tabs: number;
   /** Adds a listener; adding the same function twice for a type has no effect. Throws an {@link EventwireError} (`invalid_argument`) for a bad type or listener. */
   addEventListener<K extends EventType<M>>(type: K, listener: Listener<M, K>): void;
   /** Removes a listener added with `addEventListener`. */
@@ -179,7 +196,7 @@ export interface EventwireClient<M extends EventMap = EventMap> {
   connect(): void;
   /** Reconnects now and resets the backoff. */
   reconnect(): void;
-  /** Ends everything: closes the stream, clears every timer, removes every listener. No callback runs after it. */
+  /** Ends everything: closes the stream, clears every timer, removes every listener. No callback runs after it. In a tab sharing its connection, only this tab lets go (a leading tab hands the connection to the next). */
   close(): void;
 }
 
