@@ -6,8 +6,9 @@
 //!
 //! ```
 //! use eventwire_server::Auth;
-//! let auth = Auth::hs256(b"secret shared with the token issuer");
-//! # let _ = auth;
+//! let auth = Auth::hs256(b"a secret of at least 32 bytes, shared with the issuer")?;
+//! assert!(Auth::hs256(b"short").is_err());
+//! # Ok::<(), eventwire_server::Error>(())
 //! ```
 
 use std::fmt;
@@ -17,6 +18,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::error::Error;
+
+/// Shortest HS256 secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
@@ -55,9 +59,23 @@ struct Claims {
 }
 
 impl Auth {
-    /// HS256 tokens signed with `secret`.
-    pub fn hs256(secret: &[u8]) -> Self {
-        Auth::new(DecodingKey::from_secret(secret), Algorithm::HS256)
+    /// HS256 tokens signed with `secret`, which must be at least [`MIN_SECRET_BYTES`] long
+    /// (RFC 7518 3.2: a key at least as long as the hash).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a shorter secret, saying how to make one.
+    pub fn hs256(secret: &[u8]) -> Result<Self, Error> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(Error::InvalidConfig(format!(
+                "the HS256 secret is {} bytes; it must be at least {MIN_SECRET_BYTES} \
+                 (make one with `openssl rand -base64 48`)",
+                secret.len()
+            )));
+        }
+        Ok(Auth::new(
+            DecodingKey::from_secret(secret),
+            Algorithm::HS256,
+        ))
     }
 
     /// RS256 tokens, verified with an RSA public key in PEM form.

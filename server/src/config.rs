@@ -7,7 +7,8 @@
 //! let mut config = Config::default();
 //! config.heartbeat = Duration::from_secs(10);
 //! config.history_size = 5_000;
-//! config.auth = Some(Auth::hs256(b"a long random secret"));
+//! config.auth = Some(Auth::hs256(b"a random secret of at least 32 bytes")?);
+//! # Ok::<(), eventwire_server::Error>(())
 //! ```
 
 use std::time::Duration;
@@ -15,7 +16,8 @@ use std::time::Duration;
 use crate::auth::Auth;
 
 /// Everything the hub and its router can be tuned with. Start from [`Config::default`]
-/// (sensible production defaults, auth off) and change fields.
+/// (production defaults; set [`Config::auth`], or nothing but `/healthz` is served) or
+/// [`Config::development`], and change fields.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
@@ -69,8 +71,13 @@ pub struct Config {
     /// timeout or the queue limit cuts it. `None` keeps the system's default (which grows to
     /// several MiB). Default 64 KiB.
     pub send_buffer_bytes: Option<usize>,
-    /// JWT verification; `None` leaves every endpoint open (dev mode).
+    /// JWT verification. With `None`, every endpoint but `/healthz` answers
+    /// `503 auth_not_configured`, unless [`Config::insecure_open_access`] is set.
     pub auth: Option<Auth>,
+    /// Serve every endpoint, publishing and admin included, to anyone, with no token: for a
+    /// development machine only (the binary's `--dev`). Default off: running without
+    /// authentication is a choice made by name, never by leaving `auth` empty.
+    pub insecure_open_access: bool,
     /// Name of the cookie a token may be read from. Default `eventwire_token`.
     pub token_cookie: String,
     /// Which browser origins may call the hub.
@@ -114,6 +121,7 @@ impl Default for Config {
             max_pending_connections: 1024,
             send_buffer_bytes: Some(64 * 1024),
             auth: None,
+            insecure_open_access: false,
             token_cookie: "eventwire_token".into(),
             cors: Cors::Off,
         }
@@ -130,6 +138,17 @@ struct Range {
 }
 
 impl Config {
+    /// Development settings: no authentication ([`Config::insecure_open_access`]) and any
+    /// CORS origin, like the binary's `--dev`. Anyone who reaches the hub can publish and
+    /// read every event: never in production.
+    pub fn development() -> Self {
+        Config {
+            insecure_open_access: true,
+            cors: Cors::Any,
+            ..Config::default()
+        }
+    }
+
     /// Checks every numeric setting against its allowed range. [`crate::Hub::new`] calls it;
     /// the binary calls it at start so that a bad flag is a clear message, not a failure on
     /// the first request.

@@ -83,6 +83,13 @@ pub enum Error {
     /// A connection limit was reached.
     #[error("{0}")]
     TooManyConnections(String),
+    /// The hub was set up with neither [`crate::Config::auth`] nor
+    /// [`crate::Config::insecure_open_access`]: it serves nothing but `/healthz`.
+    #[error("this hub has no authentication configured: set Config::auth (or, on a development machine only, Config::insecure_open_access)")]
+    AuthNotConfigured,
+    /// A setting that cannot work, found at start.
+    #[error("{0}")]
+    InvalidConfig(String),
     /// The broker (Redis) cannot be reached: nothing was published.
     #[error("the broker is unavailable: {0}")]
     BrokerUnavailable(String),
@@ -130,9 +137,11 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::ShuttingDown | Error::ClientPaused { .. } | Error::BrokerUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::ShuttingDown
+            | Error::ClientPaused { .. }
+            | Error::BrokerUnavailable(_)
+            | Error::AuthNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            Error::InvalidConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -162,6 +171,8 @@ impl Error {
             Error::TooManyConnections(_) => "too_many_connections",
             Error::ShuttingDown => "shutting_down",
             Error::BrokerUnavailable(_) => "broker_unavailable",
+            Error::AuthNotConfigured => "auth_not_configured",
+            Error::InvalidConfig(_) => "invalid_config",
             Error::ClientPaused { .. } => "client_paused",
         }
     }

@@ -13,7 +13,8 @@
 //! impl Event for Progress { const NAME: &'static str = "progress"; }
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let hub = Hub::new(Config::default());
+//! // Development settings: no authentication. In production set `config.auth`.
+//! let hub = Hub::new(Config::development());
 //! let app = axum::Router::new().nest("/sse", router(hub.clone()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let server = tokio::spawn(serve(
@@ -84,7 +85,7 @@ pub use hub::{ClientInfo, Hub, Stats, SubscribeRequest};
 pub use memory::MemoryBroker;
 pub use net::bind;
 pub use redis::{RedisBroker, RedisOptions};
-pub use routes::{json_errors, router};
+pub use routes::{admin_router, json_errors, router, subscribe_router};
 pub use stream::Subscription;
 
 /// Serves `app` on `listener` until `shutdown` completes, then shuts down gracefully: stops

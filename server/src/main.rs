@@ -163,7 +163,9 @@ impl Cli {
         config.token_cookie = self.token_cookie.clone();
         config.auth = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) if secret.is_empty() => return Err("--jwt-secret is empty".into()),
-            (Some(secret), _) => Some(Auth::hs256(secret.as_bytes())),
+            (Some(secret), _) => {
+                Some(Auth::hs256(secret.as_bytes()).map_err(|e| format!("--jwt-secret: {e}"))?)
+            }
             (None, Some(path)) => {
                 let pem = std::fs::read(path)
                     .map_err(|e| format!("cannot read --jwt-public-key {}: {e}", path.display()))?;
@@ -183,6 +185,7 @@ impl Cli {
                 )
             }
         };
+        config.insecure_open_access = self.dev;
         config.cors = if self.dev {
             Cors::Any
         } else if self.cors_origins.is_empty() {

@@ -1,15 +1,19 @@
-//! Every HTTP endpoint of the hub, in one [`router`].
+//! Every HTTP endpoint of the hub: all of them in [`router`], or split into
+//! [`subscribe_router`] (what browsers need) and [`admin_router`] (publishing and
+//! administration), so that an app mounts only what it needs, where it needs it.
 //!
 //! ```no_run
 //! use axum::Router;
-//! use eventwire_server::{router, Config, Hub};
+//! use eventwire_server::{router, Auth, Config, Hub};
 //!
-//! # async fn run() -> std::io::Result<()> {
-//! let hub = Hub::new(Config::default());
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = Config::default();
+//! config.auth = Some(Auth::hs256(b"a secret of at least 32 bytes, from the issuer")?);
+//! let hub = Hub::new(config);
 //! let app: Router = Router::new().nest("/realtime", router(hub.clone()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await
-//! # }
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
 //! ```
 
 use std::collections::HashSet;
@@ -50,7 +54,7 @@ use crate::query::parse_query;
 /// #[derive(Clone)]
 /// struct AppState { greeting: &'static str }
 ///
-/// let hub = Hub::new(Config::default());
+/// let hub = Hub::new(Config::development());
 /// let app: Router = Router::new()
 ///     .route("/", get(|axum::extract::State(s): axum::extract::State<AppState>| async move { s.greeting }))
 ///     .nest("/sse", router(hub))
@@ -58,18 +62,52 @@ use crate::query::parse_query;
 /// # let _ = app;
 /// ```
 pub fn router<S: Clone + Send + Sync + 'static>(hub: Hub) -> Router<S> {
-    let admin = Router::new()
+    finish(subscribe_routes().merge(publish_and_admin_routes()), hub)
+}
+
+/// Only what subscribers need: `GET /events` and `GET /healthz`.
+pub fn subscribe_router<S: Clone + Send + Sync + 'static>(hub: Hub) -> Router<S> {
+    finish(subscribe_routes(), hub)
+}
+
+/// Only publishing and administration: `POST /publish`, `POST /test/echo`, `GET /stats`,
+/// `GET /clients`, `GET /metrics`, `POST /clients/drop` (and `GET /healthz`). Mount it where
+/// only your backends reach, or behind your own gate.
+pub fn admin_router<S: Clone + Send + Sync + 'static>(hub: Hub) -> Router<S> {
+    finish(
+        publish_and_admin_routes().route("/healthz", get(healthz)),
+        hub,
+    )
+}
+
+fn subscribe_routes() -> Router<Hub> {
+    Router::new()
+        .route("/events", get(events))
+        .route("/healthz", get(healthz))
+}
+
+fn publish_and_admin_routes() -> Router<Hub> {
+    let json = Router::new()
         .route("/stats", get(stats))
         .route("/clients", get(clients))
         .route("/metrics", get(metrics))
         .route("/clients/drop", post(drop_client))
         .layer(CompressionLayer::new());
-    let app = Router::new()
-        .route("/events", get(events))
+    Router::new()
         .route("/publish", post(publish))
         .route("/test/echo", post(echo))
-        .route("/healthz", get(healthz))
-        .merge(admin)
+        .merge(json)
+}
+
+/// The layers every router gets: fallbacks, tracing, CORS, JSON error bodies.
+fn finish<S: Clone + Send + Sync + 'static>(routes: Router<Hub>, hub: Hub) -> Router<S> {
+    if hub.config().auth.is_none() && !hub.config().insecure_open_access {
+        tracing::error!(
+            "eventwire: no authentication configured (Config::auth): every endpoint but \
+             /healthz answers 503 auth_not_configured"
+        );
+    }
+    let app = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -548,7 +586,11 @@ impl FromRequestParts<Hub> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Error> {
-        let Some(auth) = &hub.config().auth else {
+        let config = hub.config();
+        let Some(auth) = &config.auth else {
+            if !config.insecure_open_access {
+                return Err(Error::AuthNotConfigured);
+            }
             return Ok(Caller {
                 identity: Identity {
                     user_id: None,

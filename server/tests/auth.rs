@@ -39,7 +39,7 @@ fn admin() -> String {
 
 async fn hub_with_auth() -> TestHub {
     let mut cfg = config();
-    cfg.auth = Some(Auth::hs256(SECRET));
+    cfg.auth = Some(Auth::hs256(SECRET).unwrap());
     TestHub::start(cfg).await
 }
 
@@ -303,7 +303,7 @@ async fn not_before_is_checked_and_expiry_leeway_is_small() {
 #[tokio::test]
 async fn any_origin_sends_no_credentials_when_auth_is_on() {
     let mut cfg = config();
-    cfg.auth = Some(Auth::hs256(SECRET));
+    cfg.auth = Some(Auth::hs256(SECRET).unwrap());
     cfg.cors = eventwire_server::Cors::Any;
     let t = TestHub::start(cfg).await;
     let res = t
@@ -313,4 +313,62 @@ async fn any_origin_sends_no_credentials_when_auth_is_on() {
         .headers()
         .get("access-control-allow-credentials")
         .is_none());
+}
+
+#[tokio::test]
+async fn an_embedded_router_without_an_auth_choice_serves_nothing_but_health() {
+    // What the README's snippet would do with `Config::default()` and no `auth`.
+    let t = TestHub::start(eventwire_server::Config::default()).await;
+    let (status, body) = t.publish(json!({"event": "e"})).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "auth_not_configured");
+    for path in ["/events", "/stats", "/clients", "/metrics"] {
+        let (status, body) = t.get_json(path, None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("auth_not_configured")),
+            "{path}"
+        );
+    }
+    assert_eq!(t.get_json("/healthz", None).await.0, 200);
+    // Open access is a choice made by name.
+    let open = TestHub::start(eventwire_server::Config::development()).await;
+    assert_eq!(open.publish(json!({"event": "e"})).await.0, 200);
+}
+
+#[tokio::test]
+async fn short_hs256_secrets_are_refused() {
+    let err = Auth::hs256(b"0123456789abcdef0123456789abcde").unwrap_err();
+    assert!(err.to_string().contains("at least 32"), "{err}");
+    assert!(Auth::hs256(b"0123456789abcdef0123456789abcdef").is_ok());
+}
+
+#[tokio::test]
+async fn subscribe_and_admin_routers_serve_only_their_part() {
+    use eventwire_server::{admin_router, serve, subscribe_router, Config, Hub};
+    let hub = Hub::new(Config::development());
+    let app = axum::Router::new()
+        .nest("/public", subscribe_router(hub.clone()))
+        .nest("/internal", admin_router(hub.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        listener,
+        hub,
+        app,
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let http = reqwest::Client::new();
+    let status = |res: reqwest::Response| res.status().as_u16();
+    let publish = |prefix: &str| {
+        http.post(format!("{base}{prefix}/publish"))
+            .json(&json!({"event": "e"}))
+            .send()
+    };
+    assert_eq!(status(publish("/public").await.unwrap()), 404);
+    assert_eq!(status(publish("/internal").await.unwrap()), 200);
+    let events = |prefix: &str| http.get(format!("{base}{prefix}/events")).send();
+    assert_eq!(status(events("/internal").await.unwrap()), 404);
+    assert_eq!(status(events("/public").await.unwrap()), 200);
 }

@@ -112,6 +112,27 @@ async fn refuses_to_start_without_auth_and_says_why() {
     );
 
     let out = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            "too-short-a-secret",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("at least 32") && stderr.contains("openssl rand"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too-short-a-secret"),
+        "the secret is never echoed: {stderr}"
+    );
+
+    let out = Command::new(BIN)
         .args(["--jwt-public-key", "/nonexistent.pem"])
         .output()
         .await

@@ -303,7 +303,7 @@ async fn topic_and_filter_lists_are_capped_and_stats_stay_small() {
 async fn tokens_without_sub_are_capped_too() {
     const SECRET: &[u8] = b"test secret that is long enough for HS256";
     let mut cfg = config();
-    cfg.auth = Some(Auth::hs256(SECRET));
+    cfg.auth = Some(Auth::hs256(SECRET).unwrap());
     cfg.max_connections_per_user = 3;
     cfg.max_connections_per_client = 100;
     let t = TestHub::start(cfg).await;
@@ -411,7 +411,7 @@ async fn every_error_answer_has_a_json_body() {
 async fn a_token_with_crit_is_refused() {
     const SECRET: &[u8] = b"test secret that is long enough for HS256";
     let mut cfg = config();
-    cfg.auth = Some(Auth::hs256(SECRET));
+    cfg.auth = Some(Auth::hs256(SECRET).unwrap());
     let t = TestHub::start(cfg).await;
     let header = jsonwebtoken::Header {
         crit: Some(vec!["exp".into()]),

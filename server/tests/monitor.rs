@@ -65,9 +65,9 @@ async fn monitors_get_presence_and_stats_events_and_nobody_else_does() {
 
 #[tokio::test]
 async fn monitor_needs_the_admin_role() {
-    let secret = b"monitor test secret";
+    let secret = b"monitor test secret, long enough for HS256";
     let mut cfg = config();
-    cfg.auth = Some(Auth::hs256(secret));
+    cfg.auth = Some(Auth::hs256(secret).unwrap());
     let t = TestHub::start(cfg).await;
     let key = EncodingKey::from_secret(secret);
     let user = encode(&Header::default(), &json!({"sub": "u"}), &key).unwrap();

@@ -238,8 +238,11 @@ pub fn data(event: &Event) -> Value {
 }
 
 /// A config with fast heartbeats for tests that do not care about them.
+/// Open access (no auth), as most tests need; auth tests set `auth`.
 pub fn config() -> Config {
-    Config::default()
+    let mut config = Config::default();
+    config.insecure_open_access = true;
+    config
 }
 
 /// Opens `/events` on a socket with a tiny receive buffer through hyper's client, and does not
