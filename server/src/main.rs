@@ -125,6 +125,9 @@ struct Cli {
     /// This instance's name in logs, `/stats` and the dashboard (default: random).
     #[arg(long, env = "EVENTWIRE_INSTANCE")]
     instance: Option<String>,
+    /// Log lines as `text` (colours only on a terminal) or `json` (one object per line).
+    #[arg(long, env = "EVENTWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Serve the demo pages from this directory: /client, /admin and /demo/*.
     #[arg(long, env = "EVENTWIRE_DEMO")]
     demo: Option<PathBuf>,
@@ -200,13 +203,8 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let config = match cli.config() {
         Ok(config) => config,
         Err(message) => {
@@ -310,6 +308,27 @@ fn with_static_files(api: axum::Router, cli: &Cli) -> axum::Router {
         app = app.nest_service("/vendor/eventwire", ServeDir::new(dir));
     }
     app.merge(api)
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr at `RUST_LOG` (default `info`): one line per request (method, path, status,
+/// latency; never a query string, so never a token or ticket).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection is a file. Warns

@@ -111,15 +111,41 @@ fn finish<S: Clone + Send + Sync + 'static>(routes: Router<Hub>, hub: Hub) -> Ro
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-            }),
+            // One line per request at INFO, with its status and latency. Paths only: query
+            // strings, which may hold tokens, are never logged. A 4xx or 503 is the client's
+            // or an expected outcome (a dropped client, Redis away), not a server error: the
+            // status is in the line; only a 500 would be logged as an error.
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                )
+                .on_failure(log_failure),
         );
     let app = match cors_layer(&hub.config().cors, hub.config().auth.is_some()) {
         Some(cors) => app.layer(cors),
         None => app,
     };
     json_errors(app.with_state(hub))
+}
+
+/// Logs a failed response: 5xx other than 503 at ERROR, anything else at WARN.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass::{Error, StatusCode as Status};
+    match class {
+        Status(status) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            tracing::debug!(%status, ?latency, "unavailable");
+        }
+        Status(status) => tracing::error!(%status, ?latency, "server error"),
+        Error(e) => tracing::warn!(?latency, "stream ended with an error: {e}"),
+    }
 }
 
 /// Longest request target (path and query) the hub accepts, in bytes.

@@ -316,3 +316,46 @@ async fn static_file_errors_are_json_too() {
         .unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn json_logs_parse_line_by_line_with_a_line_per_request_and_no_colour() {
+    let hub = start(&["--dev", "--log-format", "json"], &[], "info").await;
+    let http = reqwest::Client::new();
+    let secret_looking = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.c2lnbmF0dXJl";
+    let res = http
+        .get(format!("{}/no-such-path?token={secret_looking}", hub.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let res = http
+        .post(format!("{}/publish", hub.base))
+        .json(&json!({"event": "n"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    hub.terminate();
+    let (status, stderr) = hub.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success());
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI colour codes off a terminal"
+    );
+    assert!(!stderr.contains(secret_looking), "no token in the logs");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let requests: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["status"].is_string() || l["status"].is_number())
+        .collect();
+    assert!(requests.len() >= 2, "one line per request: {stderr}");
+    for line in &lines {
+        assert_ne!(
+            line["level"], "ERROR",
+            "a client's 404 is not a server error: {line}"
+        );
+    }
+}
