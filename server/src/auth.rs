@@ -1,8 +1,12 @@
 //! JWT authentication: HS256 with a shared secret or RS256 with a public key.
 //!
 //! `sub` is the user id; `"role": "admin"` or a `roles` array containing `"admin"` grants the
-//! admin endpoints. `exp` and `nbf` are checked when present, with [`LEEWAY_SECS`] of clock skew. Tokens are never logged: this module never
-//! puts a token in an error message or a tracing field.
+//! admin endpoints. The `eventwire` claim grants topics: `{"subscribe": ["orders", "chat:*"],
+//! "publish": ["chat:*"]}`; a token without it joins no topic and publishes nothing (admins
+//! may do everything). `exp` is required (unless [`Auth::allow_tokens_without_exp`]) and
+//! checked, `nbf` checked when present, both with [`LEEWAY_SECS`] of clock skew; `aud` and
+//! `iss` when configured. Tokens are never logged: this module never puts a token in an
+//! error message or a tracing field.
 //!
 //! ```
 //! use eventwire_server::Auth;
@@ -48,6 +52,43 @@ pub struct Identity {
     pub user_id: Option<String>,
     /// Whether the caller may use the admin endpoints.
     pub admin: bool,
+    /// Topic patterns the caller may join; `None`: any (admins, open access).
+    pub subscribe: Option<Vec<String>>,
+    /// Topic patterns the caller may publish to without being an admin.
+    pub publish: Vec<String>,
+}
+
+impl Identity {
+    /// Anyone, with every permission: what open access (development) grants.
+    pub fn open() -> Self {
+        Identity {
+            user_id: None,
+            admin: true,
+            subscribe: None,
+            publish: Vec::new(),
+        }
+    }
+
+    /// Whether the caller may join `topic`.
+    pub fn may_subscribe(&self, topic: &str) -> bool {
+        self.subscribe
+            .as_ref()
+            .is_none_or(|patterns| permits(patterns, topic))
+    }
+
+    /// Whether the caller may publish to `topic`.
+    pub fn may_publish_to(&self, topic: &str) -> bool {
+        self.admin || permits(&self.publish, topic)
+    }
+}
+
+/// Whether a topic pattern list allows `topic`: a pattern is a topic name, or a prefix
+/// followed by `*` (`chat:*`), or `*` alone for every topic.
+pub fn permits(patterns: &[String], topic: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => topic.starts_with(prefix),
+        None => p == topic,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +97,17 @@ struct Claims {
     role: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+    eventwire: Option<Permissions>,
+}
+
+/// The `eventwire` claim: what a token may do with topics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Permissions {
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
 }
 
 impl Auth {
@@ -88,13 +140,42 @@ impl Auth {
 
     fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
         let mut validation = Validation::new(algorithm);
-        // `exp` is checked when present but not required: some issuers mint long-lived
-        // service tokens. `aud`/`iss` are the issuer's business, not the hub's.
-        validation.required_spec_claims.clear();
+        // `exp` is required (see `allow_tokens_without_exp`); `aud` and `iss` are checked
+        // only when configured.
+        validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
         validation.validate_aud = false;
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         Auth { key, validation }
+    }
+
+    /// Also accepts tokens without `exp` (long-lived service tokens). By default a token
+    /// without `exp` is refused: a leaked token should not work forever.
+    #[must_use]
+    pub fn allow_tokens_without_exp(mut self) -> Self {
+        self.validation.required_spec_claims.remove("exp");
+        self
+    }
+
+    /// Requires `aud` to name `audience`.
+    #[must_use]
+    pub fn with_audience(mut self, audience: &str) -> Self {
+        self.validation.set_audience(&[audience]);
+        self.validation.validate_aud = true;
+        self.validation
+            .required_spec_claims
+            .insert("aud".to_owned());
+        self
+    }
+
+    /// Requires `iss` to be `issuer`.
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: &str) -> Self {
+        self.validation.set_issuer(&[issuer]);
+        self.validation
+            .required_spec_claims
+            .insert("iss".to_owned());
+        self
     }
 
     /// Verifies `token` and reads the caller's identity from it.
@@ -120,6 +201,11 @@ impl Auth {
                     Error::InvalidToken("signed with another algorithm".into())
                 }
                 ErrorKind::ImmatureSignature => Error::InvalidToken("not valid yet (nbf)".into()),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    Error::InvalidToken(format!("the `{claim}` claim is required"))
+                }
+                ErrorKind::InvalidAudience => Error::InvalidToken("wrong audience (aud)".into()),
+                ErrorKind::InvalidIssuer => Error::InvalidToken("wrong issuer (iss)".into()),
                 ErrorKind::Json(_) => {
                     Error::InvalidToken("claims are not of the expected shape".into())
                 }
@@ -129,9 +215,17 @@ impl Auth {
         let claims = data.claims;
         let admin =
             claims.role.as_deref() == Some("admin") || claims.roles.iter().any(|r| r == "admin");
+        let (subscribe, publish) = match claims.eventwire {
+            Some(p) => (Some(p.subscribe), p.publish),
+            None => (Some(Vec::new()), Vec::new()),
+        };
         Ok(Identity {
             user_id: claims.sub,
             admin,
+            // Admins join any topic; anyone else only what the claim allows (nothing
+            // without it: topics are opt-in per token).
+            subscribe: if admin { None } else { subscribe },
+            publish,
         })
     }
 }

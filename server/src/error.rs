@@ -74,6 +74,9 @@ pub enum Error {
     /// A valid token without the admin role on an admin endpoint.
     #[error("this endpoint needs the admin role")]
     Forbidden,
+    /// The token does not allow this topic (its `eventwire` claim).
+    #[error("the token does not allow the topic {0:?} (see its `eventwire` claim)")]
+    ForbiddenTopic(String),
     /// No such endpoint.
     #[error("no endpoint at {0}")]
     NotFound(String),
@@ -130,7 +133,7 @@ impl Error {
             Error::MissingToken | Error::InvalidToken(_) | Error::TokenExpired => {
                 StatusCode::UNAUTHORIZED
             }
-            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::ForbiddenTopic(_) => StatusCode::FORBIDDEN,
             Error::ClientIdTaken(_) => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -165,6 +168,7 @@ impl Error {
             Error::InvalidToken(_) => "invalid_token",
             Error::TokenExpired => "token_expired",
             Error::Forbidden => "forbidden",
+            Error::ForbiddenTopic(_) => "forbidden_topic",
             Error::ClientIdTaken(_) => "client_id_taken",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",

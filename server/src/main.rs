@@ -25,6 +25,15 @@ struct Cli {
     /// Verify RS256 tokens with this RSA public key (PEM file).
     #[arg(long, env = "EVENTWIRE_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
     jwt_public_key: Option<PathBuf>,
+    /// Require tokens' `aud` to be this.
+    #[arg(long, env = "EVENTWIRE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Require tokens' `iss` to be this.
+    #[arg(long, env = "EVENTWIRE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Accept tokens without `exp` (long-lived service tokens). By default they are refused.
+    #[arg(long, env = "EVENTWIRE_JWT_ALLOW_NO_EXP")]
+    jwt_allow_no_exp: bool,
     /// Name of the cookie a token may be read from.
     #[arg(
         long,
@@ -188,6 +197,18 @@ impl Cli {
                 )
             }
         };
+        config.auth = config.auth.map(|mut auth| {
+            if let Some(audience) = &self.jwt_audience {
+                auth = auth.with_audience(audience);
+            }
+            if let Some(issuer) = &self.jwt_issuer {
+                auth = auth.with_issuer(issuer);
+            }
+            if self.jwt_allow_no_exp {
+                auth = auth.allow_tokens_without_exp();
+            }
+            auth
+        });
         config.insecure_open_access = self.dev;
         config.cors = if self.dev {
             Cors::Any

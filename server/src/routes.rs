@@ -284,7 +284,7 @@ async fn events(
                 validate_name("userId", user).map_err(Error::InvalidQuery)?;
                 Some(user.clone())
             }
-            (_, None) => identity.user_id,
+            (_, None) => identity.user_id.clone(),
         };
     let client_id = match query.get("clientId") {
         Some(c) => {
@@ -294,6 +294,9 @@ async fn events(
         None => None,
     };
     let topics = name_list("topics", query.get("topics"))?.unwrap_or_default();
+    if let Some(topic) = topics.iter().find(|t| !identity.may_subscribe(t)) {
+        return Err(Error::ForbiddenTopic(topic.clone()));
+    }
     let events = name_list("events", query.get("events"))?.map(HashSet::from_iter);
     if events.as_ref().is_some_and(HashSet::is_empty) {
         return Err(Error::InvalidQuery(
@@ -374,13 +377,27 @@ fn name_list(field: &str, raw: Option<&String>) -> Result<Option<Vec<String>>, E
 
 async fn publish(
     State(hub): State<Hub>,
-    _: Admin,
+    Caller { identity, .. }: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let bytes = body_bytes(&hub, &headers, body).await?;
     let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let messages = parse_publish_body(&bytes, hub.config().max_batch)?;
+    // Admins publish anything; a token whose `eventwire.publish` patterns allow a topic
+    // may publish to that topic (and nothing else).
+    if !identity.admin {
+        if identity.publish.is_empty() {
+            return Err(Error::Forbidden);
+        }
+        for message in &messages {
+            match message.target() {
+                Target::Topic(t) if identity.may_publish_to(t) => {}
+                Target::Topic(t) => return Err(Error::ForbiddenTopic(t.clone())),
+                _ => return Err(Error::Forbidden),
+            }
+        }
+    }
     if batch {
         return Ok(Json(hub.publish_all(messages).await?).into_response());
     }
@@ -618,10 +635,7 @@ impl FromRequestParts<Hub> for Caller {
                 return Err(Error::AuthNotConfigured);
             }
             return Ok(Caller {
-                identity: Identity {
-                    user_id: None,
-                    admin: true,
-                },
+                identity: Identity::open(),
                 token_key: None,
             });
         };

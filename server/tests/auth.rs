@@ -133,7 +133,8 @@ async fn missing_bad_and_expired_tokens_are_401_with_a_json_error() {
 async fn admin_endpoints_need_the_admin_role() {
     let t = hub_with_auth().await;
     let plain = user("alice");
-    let by_roles = hs(json!({"sub": "ops2", "roles": ["reader", "admin"]}));
+    let by_roles =
+        hs(json!({"sub": "ops2", "roles": ["reader", "admin"], "exp": 4_102_444_800_u64}));
     for path in ["/stats", "/clients", "/metrics"] {
         let res = t.get(path, Some(&plain), &[]).await;
         assert_eq!(
@@ -292,7 +293,7 @@ async fn client_id_with_user_id_reaches_only_that_users_client() {
 #[tokio::test]
 async fn not_before_is_checked_and_expiry_leeway_is_small() {
     let t = hub_with_auth().await;
-    let future = hs(json!({"sub": "x", "role": "admin", "nbf": now() + 3600}));
+    let future = hs(json!({"sub": "x", "role": "admin", "nbf": now() + 3600, "exp": now() + 7200}));
     let res = t.get("/stats", Some(&future), &[]).await;
     assert_eq!(error_code(res).await, (401, "invalid_token".to_owned()));
     let just_expired = hs(json!({"sub": "x", "role": "admin", "exp": now() - 30}));
@@ -371,4 +372,115 @@ async fn subscribe_and_admin_routers_serve_only_their_part() {
     let events = |prefix: &str| http.get(format!("{base}{prefix}/events")).send();
     assert_eq!(status(events("/internal").await.unwrap()), 404);
     assert_eq!(status(events("/public").await.unwrap()), 200);
+}
+
+#[tokio::test]
+async fn topics_are_granted_by_the_eventwire_claim() {
+    let t = hub_with_auth().await;
+    let exp = now() + 3600;
+    let scoped = hs(json!({"sub": "u1", "exp": exp,
+        "eventwire": {"subscribe": ["orders", "chat:*"], "publish": ["chat:*"]}}));
+    let plain = user("u2");
+    // Joining: exact names and prefixes from the claim; anything else is 403 forbidden_topic.
+    for (token, topics, expected) in [
+        (&scoped, "orders,chat:lobby", 200),
+        (&scoped, "orders,billing", 403),
+        (&scoped, "chat", 403),
+        (&plain, "orders", 403),
+    ] {
+        let res = t
+            .get(&format!("/events?topics={topics}"), Some(token), &[])
+            .await;
+        assert_eq!(res.status(), expected, "{topics}");
+        if expected == 403 {
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "forbidden_topic", "{body}");
+        }
+    }
+    // A token without topics still gets its own streams.
+    assert_eq!(t.get("/events", Some(&plain), &[]).await.status(), 200);
+    // Admins join anything.
+    assert_eq!(
+        t.get("/events?topics=billing", Some(&admin()), &[])
+            .await
+            .status(),
+        200
+    );
+
+    // Publishing: to an allowed topic without the admin role; nothing else.
+    let mut reader = t
+        .subscribe(&format!("?topics=chat:lobby&token={scoped}"))
+        .await;
+    let (status, _) = t
+        .post_json(
+            "/publish",
+            &json!({"event": "msg", "topic": "chat:lobby"}),
+            Some(&scoped),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reader.next().await.event, "msg");
+    for (body, code) in [
+        (
+            json!({"event": "msg", "topic": "orders"}),
+            "forbidden_topic",
+        ),
+        (json!({"event": "msg"}), "forbidden"),
+        (json!({"event": "msg", "userId": "u2"}), "forbidden"),
+        (
+            json!([{"event": "a", "topic": "chat:x"}, {"event": "b", "topic": "billing"}]),
+            "forbidden_topic",
+        ),
+    ] {
+        let (status, answer) = t.post_json("/publish", &body, Some(&scoped)).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some(code)),
+            "{body}"
+        );
+    }
+    let (status, _) = t
+        .post_json(
+            "/publish",
+            &json!({"event": "msg", "topic": "chat:x"}),
+            Some(&plain),
+        )
+        .await;
+    assert_eq!(status, 403);
+    reader.assert_quiet(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn exp_is_required_and_aud_iss_are_checked_when_configured() {
+    let t = hub_with_auth().await;
+    let no_exp = hs(json!({"sub": "x", "role": "admin"}));
+    let res = t.get("/stats", Some(&no_exp), &[]).await;
+    let (status, code) = error_code(res).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_token"));
+
+    let mut cfg = config();
+    cfg.auth = Some(
+        Auth::hs256(SECRET)
+            .unwrap()
+            .with_audience("eventwire")
+            .with_issuer("https://issuer.example")
+            .allow_tokens_without_exp(),
+    );
+    let t = TestHub::start(cfg).await;
+    let good = hs(
+        json!({"sub": "x", "role": "admin", "aud": "eventwire", "iss": "https://issuer.example"}),
+    );
+    assert_eq!(
+        t.get("/stats", Some(&good), &[]).await.status(),
+        200,
+        "no exp allowed here"
+    );
+    for claims in [
+        json!({"sub": "x", "role": "admin", "aud": "other", "iss": "https://issuer.example"}),
+        json!({"sub": "x", "role": "admin", "aud": "eventwire", "iss": "https://evil.example"}),
+        json!({"sub": "x", "role": "admin", "iss": "https://issuer.example"}),
+    ] {
+        let res = t.get("/stats", Some(&hs(claims.clone())), &[]).await;
+        assert_eq!(res.status(), 401, "{claims}");
+    }
 }

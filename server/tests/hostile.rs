@@ -315,8 +315,8 @@ async fn tokens_without_sub_are_capped_too() {
         )
         .unwrap()
     };
-    let anonymous = token(json!({"role": "viewer"}));
-    let other = token(json!({"role": "viewer", "n": 2}));
+    let anonymous = token(json!({"role": "viewer", "exp": 4_102_444_800_u64}));
+    let other = token(json!({"role": "viewer", "n": 2, "exp": 4_102_444_800_u64}));
     let mut held = Vec::new();
     for i in 0..3 {
         let res = t
@@ -419,7 +419,7 @@ async fn a_token_with_crit_is_refused() {
     };
     let token = jsonwebtoken::encode(
         &header,
-        &json!({"sub": "x", "role": "admin"}),
+        &json!({"sub": "x", "role": "admin", "exp": 4_102_444_800_u64}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET),
     )
     .unwrap();
@@ -431,7 +431,7 @@ async fn a_token_with_crit_is_refused() {
     // The same claims without `crit` are fine.
     let plain = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &json!({"sub": "x", "role": "admin"}),
+        &json!({"sub": "x", "role": "admin", "exp": 4_102_444_800_u64}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET),
     )
     .unwrap();

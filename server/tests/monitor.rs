@@ -70,10 +70,15 @@ async fn monitor_needs_the_admin_role() {
     cfg.auth = Some(Auth::hs256(secret).unwrap());
     let t = TestHub::start(cfg).await;
     let key = EncodingKey::from_secret(secret);
-    let user = encode(&Header::default(), &json!({"sub": "u"}), &key).unwrap();
+    let user = encode(
+        &Header::default(),
+        &json!({"sub": "u", "exp": 4_102_444_800_u64}),
+        &key,
+    )
+    .unwrap();
     let admin = encode(
         &Header::default(),
-        &json!({"sub": "a", "role": "admin"}),
+        &json!({"sub": "a", "role": "admin", "exp": 4_102_444_800_u64}),
         &key,
     )
     .unwrap();
