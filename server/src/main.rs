@@ -11,8 +11,11 @@ use tracing_subscriber::EnvFilter;
 
 /// eventwire: a Server-Sent Events hub.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Something other than serving.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "EVENTWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -225,6 +228,9 @@ impl Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token(args)) = &cli.command {
+        return mint(args);
+    }
     init_logging(cli.log_format);
     let config = match cli.config() {
         Ok(config) => config,
@@ -329,6 +335,90 @@ fn with_static_files(api: axum::Router, cli: &Cli) -> axum::Router {
         app = app.nest_service("/vendor/eventwire", ServeDir::new(dir));
     }
     app.merge(api)
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Mint an HS256 token the hub accepts (signed with the hub's --jwt-secret) and print it.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The secret the hub verifies with (at least 32 bytes).
+    #[arg(long, env = "EVENTWIRE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The user id (`sub`).
+    #[arg(long)]
+    sub: Option<String>,
+    /// A role, e.g. `admin`.
+    #[arg(long)]
+    role: Option<String>,
+    /// A topic pattern the token may join (repeat, or comma separated): `orders`, `chat:*`.
+    #[arg(long, value_delimiter = ',')]
+    subscribe: Vec<String>,
+    /// A topic pattern the token may publish to (repeat, or comma separated).
+    #[arg(long, value_delimiter = ',')]
+    publish: Vec<String>,
+    /// How long it is valid, e.g. `15m`, `1h`, `30d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// `aud`, when the hub checks it (--jwt-audience).
+    #[arg(long)]
+    audience: Option<String>,
+    /// `iss`, when the hub checks it (--jwt-issuer).
+    #[arg(long)]
+    issuer: Option<String>,
+}
+
+/// `eventwire token`: prints a token, or says why it cannot.
+fn mint(args: &TokenArgs) -> ExitCode {
+    if args.jwt_secret.len() < eventwire_server::auth::MIN_SECRET_BYTES {
+        eprintln!(
+            "eventwire token: --jwt-secret must be at least {} bytes (the hub refuses shorter)",
+            eventwire_server::auth::MIN_SECRET_BYTES
+        );
+        return ExitCode::from(2);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut claims = serde_json::json!({ "iat": now, "exp": now + args.ttl.as_secs() });
+    let set = |claims: &mut serde_json::Value, key: &str, value: serde_json::Value| {
+        if let Some(map) = claims.as_object_mut() {
+            map.insert(key.into(), value);
+        }
+    };
+    if let Some(sub) = &args.sub {
+        set(&mut claims, "sub", sub.as_str().into());
+    }
+    if let Some(role) = &args.role {
+        set(&mut claims, "role", role.as_str().into());
+    }
+    if let Some(aud) = &args.audience {
+        set(&mut claims, "aud", aud.as_str().into());
+    }
+    if let Some(iss) = &args.issuer {
+        set(&mut claims, "iss", iss.as_str().into());
+    }
+    if !args.subscribe.is_empty() || !args.publish.is_empty() {
+        set(
+            &mut claims,
+            "eventwire",
+            serde_json::json!({ "subscribe": args.subscribe, "publish": args.publish }),
+        );
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(args.jwt_secret.as_bytes());
+    match jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eventwire token: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// How log lines are written.

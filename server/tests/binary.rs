@@ -359,3 +359,53 @@ async fn json_logs_parse_line_by_line_with_a_line_per_request_and_no_colour() {
         );
     }
 }
+
+#[tokio::test]
+async fn tokens_minted_by_eventwire_token_are_accepted_by_the_hub() {
+    let secret = "a hub secret that is long enough for HS256 tokens";
+    let mint = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .env("EVENTWIRE_JWT_SECRET", secret)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let reader = mint(&["--sub", "alice", "--subscribe", "chat:*", "--ttl", "10m"]);
+    let admin = mint(&["--sub", "ops", "--role", "admin"]);
+    let hub = start(&[], &[("EVENTWIRE_JWT_SECRET", secret)], "warn").await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: &str| {
+        http.get(format!("{}{path}", hub.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        get("/events?topics=chat:lobby", &reader)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get("/events?topics=orders", &reader)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(get("/stats", &reader).await.unwrap().status(), 403);
+    assert_eq!(get("/stats", &admin).await.unwrap().status(), 200);
+    // A short secret is refused before anything is signed.
+    let out = std::process::Command::new(BIN)
+        .args(["token", "--jwt-secret", "short", "--sub", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
