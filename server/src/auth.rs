@@ -45,7 +45,7 @@ impl fmt::Debug for Auth {
 }
 
 /// Who is calling, once the token (if any) is verified.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Identity {
     /// The token's `sub`, or the `userId` query parameter in dev mode.

@@ -87,6 +87,17 @@ pub trait Broker: Send + Sync + Debug + 'static {
     /// missed, up to the position of the sink it registered with.
     fn history(&self, after: u64, upto: u64) -> BoxFuture<'_, Result<History, Error>>;
 
+    /// Keeps `value` under `ticket` for `ttl`, for [`Broker::take_ticket`] on any instance.
+    fn put_ticket(
+        &self,
+        ticket: &str,
+        value: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// Takes the value kept under `ticket`, once: a second take finds nothing.
+    fn take_ticket(&self, ticket: &str) -> BoxFuture<'_, Result<Option<String>, Error>>;
+
     /// This instance's name, for a broker that joins several.
     fn instance(&self) -> Option<&str> {
         None

@@ -68,6 +68,9 @@ pub enum Error {
     /// The token failed validation (signature, format, algorithm, claims).
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// A ticket that is unknown, already used or expired.
+    #[error("the ticket is unknown, already used or expired: get a new one from POST /tickets")]
+    InvalidTicket,
     /// The token's `exp` is in the past.
     #[error("the token has expired")]
     TokenExpired,
@@ -130,9 +133,10 @@ impl Error {
             Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Error::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::MissingToken | Error::InvalidToken(_) | Error::TokenExpired => {
-                StatusCode::UNAUTHORIZED
-            }
+            Error::MissingToken
+            | Error::InvalidToken(_)
+            | Error::TokenExpired
+            | Error::InvalidTicket => StatusCode::UNAUTHORIZED,
             Error::Forbidden | Error::ForbiddenTopic(_) => StatusCode::FORBIDDEN,
             Error::ClientIdTaken(_) => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -167,6 +171,7 @@ impl Error {
             Error::MissingToken => "missing_token",
             Error::InvalidToken(_) => "invalid_token",
             Error::TokenExpired => "token_expired",
+            Error::InvalidTicket => "invalid_ticket",
             Error::Forbidden => "forbidden",
             Error::ForbiddenTopic(_) => "forbidden_topic",
             Error::ClientIdTaken(_) => "client_id_taken",

@@ -29,8 +29,15 @@ pub const MAX_NAME_LEN: usize = 128;
 
 /// Event names the eventwire SDK uses for its own lifecycle events. The hub refuses them as
 /// application event names, so an application event can never be mistaken for (or hidden
-/// behind) the SDK's `open`, `error`, `gap`, `reconnecting` or `statechange`.
-pub const RESERVED_EVENT_NAMES: [&str; 5] = ["open", "error", "gap", "reconnecting", "statechange"];
+/// behind) the SDK's `open`, `error`, `gap`, `reconnecting`, `statechange` or `leader`.
+pub const RESERVED_EVENT_NAMES: [&str; 6] = [
+    "open",
+    "error",
+    "gap",
+    "reconnecting",
+    "statechange",
+    "leader",
+];
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -362,7 +369,7 @@ pub(crate) fn validate_event_name(name: &str) -> Result<(), Error> {
     if RESERVED_EVENT_NAMES.contains(&name) {
         return Err(Error::InvalidEvent(format!(
             "event: {name:?} is reserved: the SDK uses it for its own lifecycle events \
-             (reserved: open, error, gap, reconnecting, statechange)"
+             (reserved: open, error, gap, reconnecting, statechange, leader)"
         )));
     }
     Ok(())
@@ -550,6 +557,7 @@ mod tests {
             "gap",
             "reconnecting",
             "statechange",
+            "leader",
         ] {
             assert!(matches!(
                 validate_event_name(bad),

@@ -39,6 +39,8 @@ use crate::stream::{Cut, Filter, Frame, Opening, Published, Registry, Subscripti
 
 /// How many topics `/stats` lists (the ones with the most connections).
 pub const STATS_TOPICS: usize = 50;
+/// How long a ticket from `POST /tickets` stays valid.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// How many clients an instance reports to the others (see [`Hub::cluster`]).
 pub const REPORTED_CLIENTS: usize = 200;
 
@@ -425,6 +427,45 @@ impl Hub {
     /// [`Error::BrokerUnavailable`] when the broker cannot be asked.
     pub async fn cluster(&self) -> Result<Option<Vec<InstanceReport>>, Error> {
         self.shared.broker.cluster().await
+    }
+
+    /// Issues a single-use ticket standing for `identity` for [`TICKET_TTL`]: a browser
+    /// passes it in the `/events` URL instead of its token.
+    ///
+    /// # Errors
+    /// [`Error::BrokerUnavailable`] when the broker cannot keep it.
+    pub async fn issue_ticket(
+        &self,
+        identity: &crate::Identity,
+        token_key: Option<&str>,
+    ) -> Result<String, Error> {
+        let ticket = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let value = serde_json::to_string(&(identity, token_key))
+            .map_err(|e| Error::InvalidConfig(format!("cannot keep a ticket: {e}")))?;
+        self.shared
+            .broker
+            .put_ticket(&ticket, value, TICKET_TTL)
+            .await?;
+        Ok(ticket)
+    }
+
+    /// Redeems a ticket (once): the identity it stands for, and the key of a token without
+    /// `sub` (for connection caps).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTicket`] for an unknown, used or expired ticket.
+    pub async fn redeem_ticket(
+        &self,
+        ticket: &str,
+    ) -> Result<(crate::Identity, Option<String>), Error> {
+        let value = self.shared.broker.take_ticket(ticket).await?;
+        value
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .ok_or(Error::InvalidTicket)
     }
 
     /// This instance's name, when its broker names instances.

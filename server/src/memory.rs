@@ -19,6 +19,8 @@ pub struct MemoryBroker {
     /// delivery to the sink, so that events reach the sink in id order.
     state: Mutex<State>,
     sink: OnceLock<Arc<dyn Sink>>,
+    /// Tickets to their value and expiry. A std mutex, held for one insert or take.
+    tickets: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl std::fmt::Debug for MemoryBroker {
@@ -63,6 +65,7 @@ impl MemoryBroker {
                 keys: HashMap::new(),
             }),
             sink: OnceLock::new(),
+            tickets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,6 +146,33 @@ impl Broker for MemoryBroker {
 
     fn publish(&self, messages: Vec<Message>) -> BoxFuture<'_, Result<Vec<Receipt>, Error>> {
         Box::pin(async move { self.publish_now(messages) })
+    }
+
+    fn put_ticket(
+        &self,
+        ticket: &str,
+        value: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), Error>> {
+        let ticket = ticket.to_owned();
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+            tickets.retain(|_, (_, until)| *until > now);
+            tickets.insert(ticket, (value, now + ttl));
+            Ok(())
+        })
+    }
+
+    fn take_ticket(&self, ticket: &str) -> BoxFuture<'_, Result<Option<String>, Error>> {
+        let ticket = ticket.to_owned();
+        Box::pin(async move {
+            let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(tickets
+                .remove(&ticket)
+                .filter(|(_, until)| *until > Instant::now())
+                .map(|(value, _)| value))
+        })
     }
 
     fn history(&self, after: u64, upto: u64) -> BoxFuture<'_, Result<History, Error>> {

@@ -14,6 +14,7 @@
 //! - `{prefix}:instances` and `{prefix}:instance:{name}`: each instance's numbers and
 //!   clients, reported every 2 s and expiring after 6 s (cluster-wide `/stats`, `/clients`).
 //! - `{prefix}:control`: a pub/sub channel; `POST /clients/drop` reaches every instance.
+//! - `{prefix}:ticket:{ticket}`: a single-use ticket's identity, for 30 s (`POST /tickets`).
 //!
 //! A publish is one Lua script (ids, the stream, idempotency keys, atomically): when it
 //! answers, every instance will deliver the event. Each instance reads the stream with
@@ -719,6 +720,36 @@ impl Broker for RedisBroker {
 
     fn history(&self, after: u64, upto: u64) -> BoxFuture<'_, Result<History, Error>> {
         Box::pin(self.inner.history(after, upto))
+    }
+
+    fn put_ticket(
+        &self,
+        ticket: &str,
+        value: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), Error>> {
+        let key = format!("{}:ticket:{ticket}", self.inner.options.prefix);
+        Box::pin(async move {
+            let mut con = self.inner.commands.clone();
+            let () = con
+                .set_ex(key, value, ttl.as_secs().max(1))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn take_ticket(&self, ticket: &str) -> BoxFuture<'_, Result<Option<String>, Error>> {
+        let key = format!("{}:ticket:{ticket}", self.inner.options.prefix);
+        Box::pin(async move {
+            let mut con = self.inner.commands.clone();
+            // GETDEL: one instance gets it, once.
+            redis::cmd("GETDEL")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .map_err(unavailable)
+        })
     }
 
     fn instance(&self) -> Option<&str> {

@@ -83,6 +83,7 @@ pub fn admin_router<S: Clone + Send + Sync + 'static>(hub: Hub) -> Router<S> {
 fn subscribe_routes() -> Router<Hub> {
     Router::new()
         .route("/events", get(events))
+        .route("/tickets", post(tickets))
         .route("/healthz", get(healthz))
 }
 
@@ -490,6 +491,26 @@ async fn body_bytes(hub: &Hub, headers: &HeaderMap, body: Body) -> Result<Bytes,
     })
 }
 
+/// `POST /tickets`: with a token in the `Authorization` header (never in the URL), answers a
+/// single-use ticket valid for 30 s, for the `/events` URL.
+async fn tickets(
+    State(hub): State<Hub>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    if hub.config().auth.is_some() && bearer(&headers).is_none() {
+        return Err(Error::MissingToken);
+    }
+    let ticket = hub
+        .issue_ticket(&caller.identity, caller.token_key.as_deref())
+        .await?;
+    Ok(Json(json!({
+        "ticket": ticket,
+        "expiresInSecs": crate::hub::TICKET_TTL.as_secs(),
+    }))
+    .into_response())
+}
+
 // --- admin ---------------------------------------------------------------------------------
 
 /// This instance's numbers; with several instances also `instance` and `cluster` (every
@@ -639,6 +660,14 @@ impl FromRequestParts<Hub> for Caller {
                 token_key: None,
             });
         };
+        // A ticket (from POST /tickets) stands for the token it was issued to, once.
+        if let Some(ticket) = parse_query(parts.uri.query())?.remove("ticket") {
+            let (identity, token_key) = hub.redeem_ticket(&ticket).await?;
+            return Ok(Caller {
+                identity,
+                token_key,
+            });
+        }
         let query_token = || parse_query(parts.uri.query()).ok()?.remove("token");
         let token = bearer(&parts.headers)
             .or_else(query_token)

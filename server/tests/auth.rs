@@ -484,3 +484,77 @@ async fn exp_is_required_and_aud_iss_are_checked_when_configured() {
         assert_eq!(res.status(), 401, "{claims}");
     }
 }
+
+#[tokio::test]
+async fn tickets_keep_tokens_out_of_urls_once_and_briefly() {
+    let t = hub_with_auth().await;
+    let scoped = hs(json!({"sub": "alice", "exp": now() + 3600,
+        "eventwire": {"subscribe": ["chat:*"]}}));
+    let ticket_for = |token: Option<String>| {
+        let mut req = t.http.post(t.url("/tickets"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    // Only with the token in the Authorization header.
+    let res = ticket_for(None).await.unwrap();
+    assert_eq!(error_code(res).await, (401, "missing_token".to_owned()));
+    let res = t
+        .http
+        .post(t.url(&format!("/tickets?token={scoped}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401, "a token in the URL gets no ticket");
+
+    let answer: Value = ticket_for(Some(scoped.clone()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = answer["ticket"].as_str().unwrap().to_owned();
+    assert_eq!(answer["expiresInSecs"], 30);
+    // The ticket stands for the token: its user and its topics.
+    let mut sse = t
+        .subscribe(&format!("?ticket={ticket}&topics=chat:a"))
+        .await;
+    assert_eq!(sse.connected["userId"], "alice");
+    let (status, _) = t
+        .post_json(
+            "/publish",
+            &json!({"event": "dm", "userId": "alice"}),
+            Some(&admin()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sse.next().await.event, "dm");
+    // Once.
+    let (status, body) = t
+        .try_subscribe(&format!("?ticket={ticket}"), &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_ticket"))
+    );
+    // Not beyond what the token allows.
+    let answer: Value = ticket_for(Some(scoped))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = answer["ticket"].as_str().unwrap();
+    let (status, body) = t
+        .try_subscribe(&format!("?ticket={ticket}&topics=orders"), &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden_topic"))
+    );
+}

@@ -587,3 +587,25 @@ async fn stats_clients_and_drop_span_every_instance() {
         .unwrap();
     assert_eq!(res.status(), 503);
 }
+
+#[tokio::test]
+async fn a_ticket_from_one_instance_works_once_on_another() {
+    let redis = Redis::start().await;
+    let a = Instance::start(&redis, "a", &[]).await;
+    let b = Instance::start(&redis, "b", &[]).await;
+    let http = reqwest::Client::new();
+    let answer: Value = http
+        .post(format!("{}/tickets", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = answer["ticket"].as_str().unwrap();
+    let url = |base: &str| format!("{base}/events?ticket={ticket}");
+    let first = http.get(url(&b.base)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let again = http.get(url(&a.base)).send().await.unwrap();
+    assert_eq!(again.status(), 401);
+}
