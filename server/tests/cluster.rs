@@ -130,8 +130,15 @@ struct Instance {
 
 impl Instance {
     async fn start(redis: &Redis, name: &str, extra: &[&str]) -> Instance {
+        // Open access unless the test configures a secret.
+        let dev: &[&str] = if extra.contains(&"--jwt-secret") {
+            &[]
+        } else {
+            &["--dev"]
+        };
         let mut child = Command::new(BIN)
-            .args(["--dev", "--listen", "127.0.0.1:0", "--monitor-secs", "0"])
+            .args(dev)
+            .args(["--listen", "127.0.0.1:0", "--monitor-secs", "0"])
             .args(["--redis-url", &redis.url(), "--instance", name])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -591,11 +598,24 @@ async fn stats_clients_and_drop_span_every_instance() {
 #[tokio::test]
 async fn a_ticket_from_one_instance_works_once_on_another() {
     let redis = Redis::start().await;
-    let a = Instance::start(&redis, "a", &[]).await;
-    let b = Instance::start(&redis, "b", &[]).await;
+    let secret = "a cluster secret that is long enough for HS256";
+    let a = Instance::start(&redis, "a", &["--jwt-secret", secret]).await;
+    let b = Instance::start(&redis, "b", &["--jwt-secret", secret]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "alice", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
     let http = reqwest::Client::new();
     let answer: Value = http
         .post(format!("{}/tickets", a.base))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()
@@ -606,6 +626,8 @@ async fn a_ticket_from_one_instance_works_once_on_another() {
     let url = |base: &str| format!("{base}/events?ticket={ticket}");
     let first = http.get(url(&b.base)).send().await.unwrap();
     assert_eq!(first.status(), 200);
+    let mut sse = Sse::new(first);
+    assert_eq!(data(&sse.next().await)["userId"], "alice");
     let again = http.get(url(&a.base)).send().await.unwrap();
     assert_eq!(again.status(), 401);
 }
