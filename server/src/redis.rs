@@ -40,6 +40,8 @@ use crate::event::{parse_publish_body, Message, Receipt, Target};
 /// How long a publish or history read waits for Redis before answering
 /// `503 broker_unavailable`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a publish waits for Redis, reconnecting included.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one `XREAD` blocks.
 const BLOCK: Duration = Duration::from_secs(2);
 /// How long a publish waits for this instance to deliver what it published, to count the
@@ -280,7 +282,18 @@ impl Inner {
                 .arg(if m.ephemeral { "1" } else { "0" });
         }
         let mut con = self.commands.clone();
-        let answer: Result<Vec<(String, u8)>, _> = invocation.invoke_async(&mut con).await;
+        // Bounded as a whole (reconnect attempts included): while Redis is away a publish
+        // fails fast. An answer lost this way may hide a publish that did happen: publishers
+        // retry with the same idempotency key.
+        let answer: Result<Vec<(String, u8)>, _> =
+            tokio::time::timeout(PUBLISH_TIMEOUT, invocation.invoke_async(&mut con))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "no answer in time",
+                    )))
+                });
         let answer = answer.map_err(|e| {
             self.healthy.store(false, Ordering::Relaxed);
             unavailable(e)

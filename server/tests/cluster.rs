@@ -343,7 +343,8 @@ async fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
         "{body}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        // The hub bounds a publish at 3 s; the margin is for a loaded CI machine.
+        started.elapsed() < Duration::from_secs(15),
         "took {:?}",
         started.elapsed()
     );
