@@ -118,7 +118,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
 
     let config = hub.config().clone();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -142,7 +142,13 @@ pub async fn serve(
         let slot = gate.admit(switch.clone());
         let handle = slot.handle();
         let io = TokioIo::new(net::GuardedIo::new(stream, config.write_timeout, switch));
-        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(handle)));
+        // One shared router (an `Arc` bump per request); the connection's slot rides along as
+        // a request extension, so no per-connection router is built.
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(handle.clone());
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
         let connection = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             // Errors here are the peer's (a reset, a timeout, a malformed request): hyper has
