@@ -48,6 +48,11 @@ function push(series, value) {
 
 function renderStats(s) {
   $("s-connections").textContent = String(s.activeConnections);
+  // Several instances (Redis): name the one this dashboard's figures come from.
+  if (s.instance) {
+    $("instance").hidden = false;
+    $("instance").textContent = `instance ${s.instance}`;
+  }
   $("s-eps").textContent = s.eventsPerSecond.toFixed(1);
   $("s-dropped").textContent = String(s.eventsDropped);
   $("s-slow").textContent = String(s.slowConsumerDisconnects);
@@ -85,6 +90,8 @@ function renderClients(clients) {
     body.append(tr);
     return;
   }
+  const clustered = others.some((c) => c.instance !== undefined);
+  $("th-instance").hidden = !clustered;
   for (const c of others) {
     const tr = document.createElement("tr");
     tr.dataset.clientId = c.clientId;
@@ -100,8 +107,10 @@ function renderClients(clients) {
       cell(String(c.connections)),
       topics,
       cell(new Date(c.connectedAt).toLocaleTimeString()),
-      actions,
     );
+    // With several hub instances (Redis), each client names the instance it is on.
+    if (clustered) tr.append(cell(c.instance ?? "–"));
+    tr.append(actions);
     body.append(tr);
   }
 }

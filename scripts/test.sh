@@ -51,5 +51,8 @@ EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" node --test tests/npm/npm.test.m
 step "demo pages end to end in Chromium (admin -> client, broadcast, drop + replay, hub restart)"
 EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" node --test tests/e2e/demo.test.mjs
 
+step "three instances over Redis behind nginx: the demo page survives its instance's kill (installs nginx-light)"
+EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" node --test tests/cluster/cluster.test.mjs
+
 echo
 echo "all eventwire tests passed"

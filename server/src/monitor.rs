@@ -47,10 +47,7 @@ pub fn spawn(hub: Hub, interval: Duration) -> JoinHandle<()> {
                     tokio::time::sleep(PRESENCE_DEBOUNCE).await;
                     presence.borrow_and_update();
                     if hub.has_monitors() {
-                        let mut clients = hub.clients();
-                        let total = clients.len();
-                        clients.truncate(MAX_LISTED_CLIENTS);
-                        publish(&hub, "clients", json!({ "clients": clients, "total": total }));
+                        publish_clients(&hub).await;
                     }
                 }
                 _ = ticker.tick() => {
@@ -69,12 +66,52 @@ pub fn spawn(hub: Hub, interval: Duration) -> JoinHandle<()> {
                         map.insert("cpuPercent".into(), json!(cpu));
                         map.insert("memoryBytes".into(), json!(memory));
                     }
+                    if let (Some(instance), Some(map)) = (hub.instance(), data.as_object_mut()) {
+                        map.insert("instance".into(), json!(instance));
+                    }
                     publish(&hub, "stats", data);
                     last = now;
+                    // With several instances, presence elsewhere is heard only through the
+                    // instances' reports: send the cluster's clients on every tick.
+                    if hub.instance().is_some() {
+                        publish_clients(&hub).await;
+                    }
                 }
             }
         }
     })
+}
+
+/// Sends the `clients` event: this instance's clients, or with several instances every
+/// instance's (each naming its `instance`), as `GET /clients` lists them.
+async fn publish_clients(hub: &Hub) {
+    let mut clients: Vec<serde_json::Value> = match hub.cluster().await {
+        Ok(Some(reports)) => reports
+            .into_iter()
+            .flat_map(|r| {
+                let instance = r.instance;
+                r.clients.into_iter().map(move |c| {
+                    let mut entry = serde_json::to_value(c).unwrap_or_default();
+                    if let Some(map) = entry.as_object_mut() {
+                        map.insert("instance".into(), json!(instance));
+                    }
+                    entry
+                })
+            })
+            .collect(),
+        _ => hub
+            .clients()
+            .into_iter()
+            .map(|c| serde_json::to_value(c).unwrap_or_default())
+            .collect(),
+    };
+    let total = clients.len();
+    clients.truncate(MAX_LISTED_CLIENTS);
+    publish(
+        hub,
+        "clients",
+        json!({ "clients": clients, "total": total }),
+    );
 }
 
 fn publish(hub: &Hub, event: &str, data: serde_json::Value) {

@@ -236,6 +236,29 @@ test("through nginx, a page whose instance is killed moves to another and sees e
   assert.deepEqual(unexpectedConsoleErrors(zoe), []);
 });
 
+test("the admin page, through nginx, shows which instance each client is on", async () => {
+  const yan = await open("/client?name=yan");
+  await waitState(yan.page, "open");
+  const instance = await instanceOf("yan");
+  const admin = await open("/admin");
+  // Instances report every 2 s: the row appears with its instance within a few reports.
+  const row = admin.page.locator('#clients tr[data-client-id="yan"]');
+  await row.waitFor({ timeout: WAIT_MS });
+  await admin.page.locator("#th-instance").waitFor({ state: "visible", timeout: WAIT_MS });
+  await admin.page.waitForFunction(
+    (want) => document.querySelector('#clients tr[data-client-id="yan"]')?.textContent.includes(want),
+    instance,
+    { timeout: WAIT_MS },
+  );
+  // The dashboard names the instance its own figures come from (its next stats event).
+  await admin.page.waitForFunction(
+    () => /^instance hub-\d$/.test(document.getElementById("instance")?.textContent ?? ""),
+    null,
+    { timeout: WAIT_MS },
+  );
+  assert.deepEqual(admin.pageErrors, []);
+});
+
 test("stopping cluster.sh stops nginx, every instance and Redis", async () => {
   const code = await stopCluster();
   assert.ok(code === 143 || code === 0, `cluster.sh exited with ${code}`);
