@@ -393,22 +393,7 @@ impl Inner {
         let mut con: Option<redis::aio::MultiplexedConnection> = None;
         loop {
             if con.is_none() {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(COMMAND_TIMEOUT)
-                    .set_response_timeout(BLOCK + COMMAND_TIMEOUT);
-                match self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                {
-                    Ok(c) => con = Some(c),
-                    Err(e) => {
-                        self.note_failure(&mut failing, &e, "connecting");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                }
+                con = Some(self.connect_blocking(&mut failing, &mut backoff).await);
             }
             let Some(c) = con.as_mut() else { continue };
             let options = StreamReadOptions::default()
@@ -461,6 +446,32 @@ impl Inner {
         }
     }
 
+    /// A connection of its own for a blocking read (`XREAD BLOCK` would hold up every other
+    /// command on a shared one), retried with `backoff` until Redis answers.
+    async fn connect_blocking(
+        &self,
+        failing: &mut bool,
+        backoff: &mut Duration,
+    ) -> redis::aio::MultiplexedConnection {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(BLOCK + COMMAND_TIMEOUT);
+        loop {
+            match self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(c) => return c,
+                Err(e) => {
+                    self.note_failure(failing, &e, "connecting");
+                    tokio::time::sleep(*backoff).await;
+                    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     fn note_failure(&self, failing: &mut bool, e: &redis::RedisError, doing: &str) {
         self.healthy.store(false, Ordering::Relaxed);
         if !*failing {
@@ -484,37 +495,21 @@ impl Inner {
         let mut claim_at = tokio::time::Instant::now();
         loop {
             if con.is_none() {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(COMMAND_TIMEOUT)
-                    .set_response_timeout(BLOCK + COMMAND_TIMEOUT);
-                match self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                {
-                    Ok(mut c) => {
-                        let created: redis::RedisResult<()> = c
-                            .xgroup_create_mkstream(&self.keys.publish, GROUP, "0")
-                            .await;
-                        match created {
-                            Ok(()) => {}
-                            Err(e) if e.code() == Some("BUSYGROUP") => {}
-                            Err(e) => {
-                                self.note_failure(&mut failing, &e, "creating the publish group");
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(5));
-                                continue;
-                            }
-                        }
-                        con = Some(c);
-                    }
+                let mut c = self.connect_blocking(&mut failing, &mut backoff).await;
+                let created: redis::RedisResult<()> = c
+                    .xgroup_create_mkstream(&self.keys.publish, GROUP, "0")
+                    .await;
+                match created {
+                    Ok(()) => {}
+                    Err(e) if e.code() == Some("BUSYGROUP") => {}
                     Err(e) => {
-                        self.note_failure(&mut failing, &e, "connecting");
+                        self.note_failure(&mut failing, &e, "creating the publish group");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
                 }
+                con = Some(c);
             }
             let Some(c) = con.as_mut() else { continue };
             // Entries a dead instance read but never acknowledged: take them over.
