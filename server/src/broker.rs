@@ -103,6 +103,12 @@ pub trait Broker: Send + Sync + Debug + 'static {
         None
     }
 
+    /// Entries of a publish channel outside HTTP (Redis's `{prefix}:publish`) that this
+    /// instance refused as invalid.
+    fn rejected_publishes(&self) -> u64 {
+        0
+    }
+
     /// Every instance's latest report; `None` for a broker of one instance.
     fn cluster(&self) -> BoxFuture<'_, Result<Option<Vec<InstanceReport>>, Error>> {
         Box::pin(async { Ok(None) })

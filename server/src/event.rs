@@ -437,8 +437,57 @@ pub fn encode_event(id: u64, event: &str, data: &str) -> Bytes {
 
 /// Encodes a system event. System events carry no `id:` line, so they never move a client's
 /// Last-Event-ID, except where the hub states a position on purpose (`id`).
-pub(crate) fn encode_system(id: Option<u64>, event: &str, data: &Value) -> Bytes {
-    encode_frame(id, event, &data.to_string())
+pub(crate) fn encode_system(id: Option<u64>, event: &str, data: &impl Serialize) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+    encode_frame(id, event, &data)
+}
+
+// --- system event payloads (docs/PROTOCOL.md, "System events") -----------------------------
+
+/// `__connected`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Connected<'a> {
+    pub(crate) connection_id: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) heartbeat_secs: u64,
+    pub(crate) heartbeat_event: bool,
+    /// The `retry:` hint, for clients that cannot read `retry:` lines (EventSource hides it).
+    pub(crate) retry_ms: u64,
+    pub(crate) replay_count: usize,
+    pub(crate) server_time: String,
+}
+
+/// `__gap`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Gap {
+    pub(crate) last_event_id: String,
+    pub(crate) oldest_available_id: Option<String>,
+}
+
+/// `__heartbeat`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Heartbeat {
+    server_time: String,
+}
+
+/// `__error`: why the hub ends a stream on purpose.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Ended<'a> {
+    pub(crate) reason: &'a str,
+    pub(crate) message: &'a str,
+    pub(crate) retry_ms: u64,
+}
+
+/// `__shutdown`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Shutdown {
+    pub(crate) retry_ms: u64,
 }
 
 /// `__position`: a dispatched event whose only job is its `id:` line, the position a client
@@ -454,7 +503,9 @@ pub(crate) fn encode_heartbeat(position: Option<u64>, as_event: bool) -> Bytes {
         return encode_system(
             position,
             "__heartbeat",
-            &serde_json::json!({ "serverTime": now_rfc3339() }),
+            &Heartbeat {
+                server_time: now_rfc3339(),
+            },
         );
     }
     let mut buf = BytesMut::with_capacity(40);

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +29,8 @@ use crate::broker::{Broker, InstanceReport, Sink, StoredEvent};
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::{
-    encode_event, encode_position, encode_system, now_rfc3339, Event, Message, Receipt, Target,
+    encode_event, encode_position, encode_system, now_rfc3339, Connected, Event, Gap, Message,
+    Receipt, Target,
 };
 use crate::memory::MemoryBroker;
 use crate::metrics::Metrics;
@@ -106,29 +106,6 @@ pub struct SubscribeRequest {
 enum Owner {
     User(String),
     Token(String),
-}
-
-/// The `__connected` payload.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Connected<'a> {
-    connection_id: &'a str,
-    client_id: &'a str,
-    user_id: Option<&'a str>,
-    heartbeat_secs: u64,
-    heartbeat_event: bool,
-    /// The `retry:` hint, for clients that cannot read `retry:` lines (EventSource hides it).
-    retry_ms: u64,
-    replay_count: usize,
-    server_time: String,
-}
-
-/// The `__gap` payload.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Gap {
-    last_event_id: String,
-    oldest_available_id: Option<String>,
 }
 
 impl Hub {
@@ -332,7 +309,6 @@ impl Hub {
             replay_count: replay.len(),
             server_time: now_rfc3339(),
         };
-        let connected = serde_json::to_value(&connected).unwrap_or_default();
         let mut tail = None;
         let written = match request.last_event_id {
             // A fresh connection is up to date as of the position: handing it that id means
@@ -350,7 +326,6 @@ impl Hub {
                         last_event_id: last.to_string(),
                         oldest_available_id: oldest.map(|id| id.to_string()),
                     };
-                    let gap = serde_json::to_value(&gap).unwrap_or_default();
                     head.push(encode_system(None, "__gap", &gap));
                 }
                 // The replay covered every entitled event up to the position, and everything
@@ -466,6 +441,12 @@ impl Hub {
         value
             .and_then(|v| serde_json::from_str(&v).ok())
             .ok_or(Error::InvalidTicket)
+    }
+
+    /// Entries of the broker's publish channel (Redis's `{prefix}:publish`) this instance
+    /// refused as invalid.
+    pub fn rejected_publishes(&self) -> u64 {
+        self.shared.broker.rejected_publishes()
     }
 
     /// This instance's name, when its broker names instances.

@@ -764,6 +764,10 @@ impl Broker for RedisBroker {
         Some(&self.inner.options.instance)
     }
 
+    fn rejected_publishes(&self) -> u64 {
+        self.rejected()
+    }
+
     fn cluster(&self) -> BoxFuture<'_, Result<Option<Vec<InstanceReport>>, Error>> {
         Box::pin(async move { self.inner.cluster().await.map(Some) })
     }

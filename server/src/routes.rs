@@ -533,6 +533,10 @@ async fn stats(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
             .collect();
         map.insert("instance".into(), json!(hub.instance()));
         map.insert(
+            "publishStreamRejected".into(),
+            json!(hub.rejected_publishes()),
+        );
+        map.insert(
             "cluster".into(),
             json!({
                 "instances": instances,

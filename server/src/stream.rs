@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{encode_heartbeat, encode_retry, encode_system, Target};
+use crate::event::{encode_heartbeat, encode_retry, encode_system, Ended, Shutdown, Target};
 
 /// Largest chunk a stream writes at once when events pile up.
 const MAX_CHUNK: usize = 64 * 1024;
@@ -386,7 +385,7 @@ impl Subscription {
         buf.extend_from_slice(&encode_system(
             None,
             "__shutdown",
-            &json!({ "retryMs": retry }),
+            &Shutdown { retry_ms: retry },
         ));
         buf.freeze()
     }
@@ -403,7 +402,11 @@ impl Subscription {
         encode_system(
             None,
             "__error",
-            &json!({"reason": reason, "message": message, "retryMs": retry}),
+            &Ended {
+                reason,
+                message,
+                retry_ms: retry,
+            },
         )
     }
 

@@ -488,6 +488,21 @@ async fn a_plain_redis_client_publishes_and_bad_entries_are_refused() {
     // Refused entries were logged (by whichever instance read them) and removed.
     let len = cli(&["XLEN", "eventwire:publish"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&len.stdout).trim(), "0");
+    // Counted: each instance's /stats says how many it refused.
+    let http = reqwest::Client::new();
+    let mut rejected = 0;
+    for instance in [&a, &b] {
+        let stats: Value = http
+            .get(format!("{}/stats", instance.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rejected += stats["publishStreamRejected"].as_u64().unwrap();
+    }
+    assert_eq!(rejected, 3);
     let logs = a.kill().await + &b.kill().await;
     assert_eq!(logs.matches("refused").count(), 3, "{logs}");
 }
@@ -631,4 +646,29 @@ async fn a_ticket_from_one_instance_works_once_on_another() {
     assert_eq!(data(&sse.next().await)["userId"], "alice");
     let again = http.get(url(&a.base)).send().await.unwrap();
     assert_eq!(again.status(), 401);
+}
+
+#[tokio::test]
+async fn a_resume_past_the_kept_history_is_a_gap_through_redis_too() {
+    let redis = Redis::start().await;
+    let a = Instance::start(&redis, "a", &["--history-ttl-secs", "1"]).await;
+    let b = Instance::start(&redis, "b", &["--history-ttl-secs", "1"]).await;
+    let mut sse = a.subscribe("?clientId=g", None).await;
+    let first = a.publish_ok(json!({"event": "n", "data": 1})).await;
+    assert_eq!(take(&mut sse, 1).await[0].0, first);
+    drop(sse);
+    let missed = a.publish_ok(json!({"event": "n", "data": 2})).await;
+    // Older than the history's age by the time the client comes back.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut back = b.subscribe("?clientId=g", Some(&first)).await;
+    let gap = back.next().await;
+    assert_eq!(gap.event, "__gap", "{gap:?}");
+    assert_eq!(data(&gap)["lastEventId"], first);
+    // Nothing it missed is replayed as if kept; its position moves on.
+    let position = back.position().await;
+    assert!(position.parse::<u64>().unwrap() >= missed.parse::<u64>().unwrap());
+    // A client that is up to date gets no gap.
+    let mut fine = b.subscribe("?clientId=h", Some(&position)).await;
+    fine.position().await;
+    fine.assert_quiet(Duration::from_millis(300)).await;
 }
