@@ -31,6 +31,8 @@ if [[ ! -x node_modules/.bin/tsc ]]; then
 fi
 rm -rf dist
 node_modules/.bin/tsc -p tsconfig.json
+# The licences travel in the tarball (npm/LICENSE-* are copies, gitignored).
+cp "$ROOT/LICENSE-MIT" "$ROOT/LICENSE-APACHE" "$PKG/"
 # The JS a page loads is minified (the .d.ts files keep the TSDoc): terser from .tools/npm
 # (scripts/install-tools.sh), as for the wasm glue. ES modules: exports keep their names.
 TERSER="$ROOT/.tools/npm/node_modules/.bin/terser"

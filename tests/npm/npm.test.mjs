@@ -215,6 +215,28 @@ after(async () => {
   fs.rmSync(WORK, { recursive: true, force: true });
 });
 
+test("a copy of the built npm/ directory packs on its own", () => {
+  // What a release job does: build in the repository, then pack the package directory
+  // elsewhere. prepack must not reach for ../scripts.
+  const copy = path.join(WORK, "npm-copy");
+  fs.cpSync(path.join(ROOT, "npm"), copy, {
+    recursive: true,
+    filter: (src) => !src.includes(`${path.sep}node_modules`),
+  });
+  const out = JSON.parse(
+    run("npm", ["pack", "--json", "--pack-destination", WORK, "--loglevel=error"], copy),
+  );
+  const files = out[0].files.map((f) => f.path);
+  assert.ok(files.includes("wasm/eventwire_client_bg.wasm"), files.join(" "));
+  assert.ok(files.includes("LICENSE-MIT"));
+  // Without the built files it says what is missing instead of packing an empty package.
+  fs.rmSync(path.join(copy, "dist"), { recursive: true });
+  assert.throws(
+    () => run("npm", ["pack", "--json", "--pack-destination", WORK, "--loglevel=error"], copy),
+    /built files are missing: dist\/index.js/,
+  );
+});
+
 test("the packed tarball holds the built package and its exports", () => {
   const files = execFileSync("tar", ["tzf", tarball], { encoding: "utf8" }).split("\n");
   for (const file of [
@@ -226,6 +248,8 @@ test("the packed tarball holds the built package and its exports", () => {
     "package/dist/react.d.ts",
     "package/wasm/eventwire_client.js",
     "package/wasm/eventwire_client_bg.wasm",
+    "package/LICENSE-MIT",
+    "package/LICENSE-APACHE",
   ]) {
     assert.ok(files.includes(file), `${file} missing from the tarball`);
   }
