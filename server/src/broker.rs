@@ -103,6 +103,11 @@ pub trait Broker: Send + Sync + Debug + 'static {
         None
     }
 
+    /// Whether the broker answered last time it was asked (the `broker_up` metric).
+    fn healthy(&self) -> bool {
+        true
+    }
+
     /// Entries of a publish channel outside HTTP (Redis's `{prefix}:publish`) that this
     /// instance refused as invalid.
     fn rejected_publishes(&self) -> u64 {

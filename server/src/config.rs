@@ -78,6 +78,9 @@ pub struct Config {
     /// development machine only (the binary's `--dev`). Default off: running without
     /// authentication is a choice made by name, never by leaving `auth` empty.
     pub insecure_open_access: bool,
+    /// A bearer token that grants `GET /metrics` and nothing else, so a scraper needs no
+    /// token that could publish. Default none (admins only).
+    pub metrics_token: Option<String>,
     /// Name of the cookie a token may be read from. Default `eventwire_token`.
     pub token_cookie: String,
     /// Which browser origins may call the hub.
@@ -122,6 +125,7 @@ impl Default for Config {
             send_buffer_bytes: Some(64 * 1024),
             auth: None,
             insecure_open_access: false,
+            metrics_token: None,
             token_cookie: "eventwire_token".into(),
             cors: Cors::Off,
         }

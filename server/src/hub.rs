@@ -174,7 +174,13 @@ impl Hub {
             return Ok(Vec::new());
         }
         let count = messages.len();
+        let started = Instant::now();
         let receipts = self.shared.broker.publish(messages).await?;
+        self.shared
+            .fanout
+            .metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
         let fresh = receipts.iter().filter(|r| !r.duplicate).count();
         self.shared.fanout.metrics.published.inc_by(fresh as u64);
         debug_assert_eq!(receipts.len(), count);
@@ -449,6 +455,11 @@ impl Hub {
         self.shared.broker.rejected_publishes()
     }
 
+    /// Counts a request refused for its token or ticket (the `/metrics` figure).
+    pub(crate) fn count_auth_failure(&self, error: &Error) {
+        self.shared.fanout.metrics.auth_failure(error.code());
+    }
+
     /// This instance's name, when its broker names instances.
     pub fn instance(&self) -> Option<&str> {
         self.shared.broker.instance()
@@ -465,6 +476,10 @@ impl Hub {
             m.unique_clients.set(state.by_client.len() as i64);
             m.unique_users.set(state.by_user.len() as i64);
         }
+        fanout
+            .metrics
+            .broker_up
+            .set(i64::from(self.shared.broker.healthy()));
         fanout.metrics.encode()
     }
 
@@ -722,6 +737,9 @@ impl Sink for Fanout {
             .map(|set| set.iter().copied().collect())
             .unwrap_or_default();
         let cut = state.cut(&keys, Cut::Dropped).len();
+        for _ in 0..cut {
+            fanout.metrics.cut("dropped");
+        }
         drop(state);
         if cut > 0 {
             fanout.presence.send_modify(|v| *v += 1);
@@ -756,6 +774,7 @@ impl Registry for Fanout {
 
     fn lag_cut(&self, client_id: &str, max_lag: Duration) {
         self.metrics.slow_consumers.inc();
+        self.metrics.cut("lag");
         tracing::warn!(
             %client_id,
             "cut a slow consumer: its oldest unwritten event is older than {max_lag:?}"
@@ -890,6 +909,7 @@ impl State {
             if count {
                 metrics.dropped.inc();
                 metrics.slow_consumers.inc();
+                metrics.cut("slow_consumer");
             }
             tracing::warn!(
                 client_id = %conn.filter.client_id,

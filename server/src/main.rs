@@ -37,6 +37,9 @@ struct Cli {
     /// Accept tokens without `exp` (long-lived service tokens). By default they are refused.
     #[arg(long, env = "EVENTWIRE_JWT_ALLOW_NO_EXP")]
     jwt_allow_no_exp: bool,
+    /// A bearer token that grants GET /metrics and nothing else (for a scraper).
+    #[arg(long, env = "EVENTWIRE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Name of the cookie a token may be read from.
     #[arg(
         long,
@@ -176,6 +179,7 @@ impl Cli {
         config.send_buffer_bytes =
             (self.send_buffer_bytes > 0).then(|| size(self.send_buffer_bytes));
         config.token_cookie = self.token_cookie.clone();
+        config.metrics_token.clone_from(&self.metrics_token);
         config.auth = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) if secret.is_empty() => return Err("--jwt-secret is empty".into()),
             (Some(secret), _) => {

@@ -5,7 +5,9 @@ use std::fmt;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub(crate) struct Metrics {
@@ -17,6 +19,30 @@ pub(crate) struct Metrics {
     pub(crate) active_connections: Gauge,
     pub(crate) unique_clients: Gauge,
     pub(crate) unique_users: Gauge,
+    /// Connections the hub ended on purpose, by `reason` (slow_consumer, lag, dropped).
+    pub(crate) cuts: Family<Vec<(String, String)>, Counter>,
+    /// Refused requests by error `code` (missing_token, invalid_token, token_expired, ...).
+    pub(crate) auth_failures: Family<Vec<(String, String)>, Counter>,
+    /// Seconds from a publish call to its acknowledgement by the broker.
+    pub(crate) publish_seconds: Histogram,
+    /// 1 while the broker answers, 0 while it does not.
+    pub(crate) broker_up: Gauge,
+}
+
+impl Metrics {
+    /// Counts a connection the hub ended on purpose.
+    pub(crate) fn cut(&self, reason: &str) {
+        self.cuts
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc();
+    }
+
+    /// Counts a refused token.
+    pub(crate) fn auth_failure(&self, code: &str) {
+        self.auth_failures
+            .get_or_create(&vec![("code".to_owned(), code.to_owned())])
+            .inc();
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -36,6 +62,10 @@ impl Metrics {
             active_connections: Gauge::default(),
             unique_clients: Gauge::default(),
             unique_users: Gauge::default(),
+            cuts: Family::default(),
+            auth_failures: Family::default(),
+            publish_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            broker_up: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -72,6 +102,26 @@ impl Metrics {
             "unique_users",
             "Distinct users among open streams",
             m.unique_users.clone(),
+        );
+        registry.register(
+            "cuts",
+            "Connections the hub ended on purpose, by reason (slow_consumer: queue full; lag: oldest unwritten event older than max_lag; dropped: by an admin)",
+            m.cuts.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for their token or ticket, by error code",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "publish_seconds",
+            "Time from a publish call to its acknowledgement by the broker",
+            m.publish_seconds.clone(),
+        );
+        registry.register(
+            "broker_up",
+            "1 while the broker (Redis) answers, 0 while it does not; always 1 in memory",
+            m.broker_up.clone(),
         );
         Metrics { registry, ..m }
     }

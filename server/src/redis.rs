@@ -768,6 +768,10 @@ impl Broker for RedisBroker {
         self.rejected()
     }
 
+    fn healthy(&self) -> bool {
+        self.is_healthy()
+    }
+
     fn cluster(&self) -> BoxFuture<'_, Result<Option<Vec<InstanceReport>>, Error>> {
         Box::pin(async move { self.inner.cluster().await.map(Some) })
     }

@@ -606,7 +606,15 @@ async fn drop_client(
     Ok(Json(json!({"ok": true, "dropped": dropped})).into_response())
 }
 
-async fn metrics(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
+/// `GET /metrics`: for admins, or for the configured metrics token (which grants nothing else).
+async fn metrics(State(hub): State<Hub>, mut parts: Parts) -> Result<Response, Error> {
+    let scraper = match (&hub.config().metrics_token, bearer(&parts.headers)) {
+        (Some(expected), Some(given)) => constant_time_eq(expected.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if !scraper {
+        Admin::from_request_parts(&mut parts, &hub).await?;
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -666,7 +674,10 @@ impl FromRequestParts<Hub> for Caller {
         };
         // A ticket (from POST /tickets) stands for the token it was issued to, once.
         if let Some(ticket) = parse_query(parts.uri.query())?.remove("ticket") {
-            let (identity, token_key) = hub.redeem_ticket(&ticket).await?;
+            let (identity, token_key) = hub
+                .redeem_ticket(&ticket)
+                .await
+                .inspect_err(|e| hub.count_auth_failure(e))?;
             return Ok(Caller {
                 identity,
                 token_key,
@@ -676,8 +687,11 @@ impl FromRequestParts<Hub> for Caller {
         let token = bearer(&parts.headers)
             .or_else(query_token)
             .or_else(|| cookie(&parts.headers, &hub.config().token_cookie))
-            .ok_or(Error::MissingToken)?;
-        let identity = auth.verify(&token)?;
+            .ok_or(Error::MissingToken)
+            .inspect_err(|e| hub.count_auth_failure(e))?;
+        let identity = auth
+            .verify(&token)
+            .inspect_err(|e| hub.count_auth_failure(e))?;
         let token_key = identity.user_id.is_none().then(|| {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -702,6 +716,11 @@ impl FromRequestParts<Hub> for Admin {
             Err(Error::Forbidden)
         }
     }
+}
+
+/// Compares secrets without stopping at the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {

@@ -558,3 +558,70 @@ async fn tickets_keep_tokens_out_of_urls_once_and_briefly() {
         (403, Some("forbidden_topic"))
     );
 }
+
+#[tokio::test]
+async fn a_metrics_token_scrapes_metrics_and_nothing_else() {
+    let mut cfg = config();
+    cfg.auth = Some(Auth::hs256(SECRET).unwrap());
+    cfg.metrics_token = Some("scraper-token-0123456789".into());
+    let t = TestHub::start(cfg).await;
+    // A refused token is counted by code.
+    let res = t.get("/stats", Some("not.a.jwt"), &[]).await;
+    assert_eq!(res.status(), 401);
+    // A publish and a dropped client, so every family has a value to show.
+    let mut held = t
+        .subscribe(&format!("?clientId=victim&token={}", user("v")))
+        .await;
+    let (status, _) = t
+        .post_json("/publish", &json!({"event": "e"}), Some(&admin()))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = t
+        .post_json(
+            "/clients/drop",
+            &json!({"clientId": "victim"}),
+            Some(&admin()),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let _ = held.until_end().await;
+    let res = t
+        .get("/metrics", Some("scraper-token-0123456789"), &[])
+        .await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains(r#"eventwire_cuts_total{reason="dropped"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("eventwire_publish_seconds_count 1"), "{text}");
+    for family in [
+        "auth_failures",
+        "cuts",
+        "publish_seconds",
+        "broker_up",
+        "events_published",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP eventwire_{family}")),
+            "{family} has no HELP:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"eventwire_auth_failures_total{code="invalid_token"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("eventwire_broker_up 1"), "{text}");
+    // The scraper token grants nothing else; a user token does not grant /metrics.
+    for path in ["/stats", "/clients", "/events"] {
+        let res = t.get(path, Some("scraper-token-0123456789"), &[]).await;
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    assert_eq!(t.get("/metrics", Some(&user("u")), &[]).await.status(), 403);
+    assert_eq!(
+        t.get("/metrics", Some("wrong-token-0123456789xx"), &[])
+            .await
+            .status(),
+        401
+    );
+}
