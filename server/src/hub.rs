@@ -460,6 +460,29 @@ impl Hub {
         self.shared.fanout.metrics.auth_failure(error.code());
     }
 
+    /// The clients `GET /clients` lists: this instance's, or with several instances every
+    /// instance's (from their reports), each naming its `instance`.
+    ///
+    /// # Errors
+    /// [`Error::BrokerUnavailable`] when the broker cannot be asked.
+    pub async fn clients_everywhere(&self) -> Result<Vec<serde_json::Value>, Error> {
+        let to_json = |c: ClientInfo| serde_json::to_value(c).unwrap_or_default();
+        let Some(reports) = self.cluster().await? else {
+            return Ok(self.clients().into_iter().map(to_json).collect());
+        };
+        let mut clients = Vec::new();
+        for report in reports {
+            for client in report.clients {
+                let mut entry = to_json(client);
+                if let Some(map) = entry.as_object_mut() {
+                    map.insert("instance".into(), serde_json::json!(report.instance));
+                }
+                clients.push(entry);
+            }
+        }
+        Ok(clients)
+    }
+
     /// This instance's name, when its broker names instances.
     pub fn instance(&self) -> Option<&str> {
         self.shared.broker.instance()
@@ -668,30 +691,35 @@ impl Fanout {
             frames,
             at: Some(tokio::time::Instant::now()),
         });
+        // How many connections each event was queued to, counted in the same pass as the
+        // sends, once per distinct (target, event name), which a batch usually repeats.
+        let mut groups: Vec<(&Target, &str)> = Vec::new();
+        let mut index: HashMap<(&Target, &str), usize> = HashMap::new();
+        let group_of: Vec<usize> = published
+            .frames
+            .iter()
+            .map(|f| {
+                *index.entry((&f.target, &*f.event)).or_insert_with(|| {
+                    groups.push((&f.target, &*f.event));
+                    groups.len() - 1
+                })
+            })
+            .collect();
+        let mut reached = vec![0usize; groups.len()];
         let mut cut = Vec::new();
         for key in &recipients {
             let Some(conn) = state.conns.get(key) else {
                 continue;
             };
-            match conn.tx.try_send(published.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => cut.push(*key),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(published.clone()) {
+                cut.push(*key);
+                continue;
+            }
+            for (n, (target, event)) in reached.iter_mut().zip(&groups) {
+                *n += usize::from(conn.filter.entitled(target, event));
             }
         }
-        let cut_set: HashSet<u64> = cut.iter().copied().collect();
-        // How many connections each event was queued to. Counted once per distinct
-        // (target, event name), which a batch usually repeats.
-        let mut counted: HashMap<(&Target, &str), usize> = HashMap::new();
-        let delivered: Vec<usize> = published
-            .frames
-            .iter()
-            .map(|frame| {
-                *counted
-                    .entry((&frame.target, &frame.event))
-                    .or_insert_with(|| state.count_entitled(&frame.target, &frame.event, &cut_set))
-            })
-            .collect();
+        let delivered: Vec<usize> = group_of.iter().map(|&g| reached[g]).collect();
         let cuts = state.cut_slow(&cut, &self.metrics, count);
         if count {
             self.metrics
@@ -867,22 +895,6 @@ impl State {
             Target::Client(c) | Target::ClientOfUser { client_id: c, .. } => self.by_client.get(c),
             Target::User(u) => self.by_user.get(u),
             Target::Monitors => Some(&self.monitors),
-        }
-    }
-
-    /// How many connections, not in `skip`, are entitled to an `event` sent to `target`.
-    fn count_entitled(&self, target: &Target, event: &str, skip: &HashSet<u64>) -> usize {
-        let counts =
-            |key: &u64, conn: &Conn| !skip.contains(key) && conn.filter.entitled(target, event);
-        match self.index(target) {
-            None if *target == Target::All => {
-                self.conns.iter().filter(|(k, c)| counts(k, c)).count()
-            }
-            None => 0,
-            Some(keys) => keys
-                .iter()
-                .filter(|k| self.conns.get(k).is_some_and(|c| counts(k, c)))
-                .count(),
         }
     }
 

@@ -85,21 +85,10 @@ pub fn spawn(hub: Hub, interval: Duration) -> JoinHandle<()> {
 /// Sends the `clients` event: this instance's clients, or with several instances every
 /// instance's (each naming its `instance`), as `GET /clients` lists them.
 async fn publish_clients(hub: &Hub) {
-    let mut clients: Vec<serde_json::Value> = match hub.cluster().await {
-        Ok(Some(reports)) => reports
-            .into_iter()
-            .flat_map(|r| {
-                let instance = r.instance;
-                r.clients.into_iter().map(move |c| {
-                    let mut entry = serde_json::to_value(c).unwrap_or_default();
-                    if let Some(map) = entry.as_object_mut() {
-                        map.insert("instance".into(), json!(instance));
-                    }
-                    entry
-                })
-            })
-            .collect(),
-        _ => hub
+    let mut clients = match hub.clients_everywhere().await {
+        Ok(clients) => clients,
+        // Redis away: this instance's own clients, until it answers again.
+        Err(_) => hub
             .clients()
             .into_iter()
             .map(|c| serde_json::to_value(c).unwrap_or_default())

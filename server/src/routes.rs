@@ -554,20 +554,7 @@ async fn stats(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
 /// The connected clients: this instance's, or with several instances every instance's
 /// (each entry names its `instance`; each instance lists at most 200).
 async fn clients(State(hub): State<Hub>, _: Admin) -> Result<Response, Error> {
-    let Some(reports) = hub.cluster().await? else {
-        return Ok(Json(json!({ "clients": hub.clients() })).into_response());
-    };
-    let mut clients: Vec<Value> = Vec::new();
-    for report in reports {
-        for client in report.clients {
-            let mut entry = serde_json::to_value(client).unwrap_or_default();
-            if let Some(map) = entry.as_object_mut() {
-                map.insert("instance".into(), json!(report.instance));
-            }
-            clients.push(entry);
-        }
-    }
-    Ok(Json(json!({ "clients": clients })).into_response())
+    Ok(Json(json!({ "clients": hub.clients_everywhere().await? })).into_response())
 }
 
 /// The body of `POST /clients/drop`.

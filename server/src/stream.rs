@@ -283,17 +283,12 @@ impl Subscription {
             .push_back(Pending::Frames { published, next: 0 });
     }
 
-    /// Whether the oldest event this stream has not written is older than `max_lag`.
+    /// Whether `published`, the oldest event this stream has not written (it is received
+    /// only once everything before it was written), is older than `max_lag`.
     fn lagging(&self, published: &Published) -> bool {
-        let oldest = self
-            .pending
-            .iter()
-            .find_map(|p| match p {
-                Pending::Frames { published, .. } => published.at,
-                Pending::Bytes(_) | Pending::Position(..) => None,
-            })
-            .or(published.at);
-        oldest.is_some_and(|at| at.elapsed() > self.timing.max_lag)
+        published
+            .at
+            .is_some_and(|at| at.elapsed() > self.timing.max_lag)
     }
 
     fn cut_lagging(&mut self) -> Bytes {
