@@ -276,13 +276,14 @@ async fn main() -> ExitCode {
         eventwire_server::monitor::spawn(hub.clone(), Duration::from_secs(cli.monitor_secs));
     }
     let app = with_static_files(router(hub.clone()), &cli);
+    let shutdown = shutdown_signal();
     println!("listening on http://{addr}");
     tracing::info!(%addr, "eventwire hub ready");
     match serve(
         listener,
         hub,
         app,
-        shutdown_signal(),
+        shutdown,
         Duration::from_secs(cli.drain_secs),
     )
     .await
@@ -462,23 +463,27 @@ fn raise_open_file_limit(config: &Config) {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // The handlers are installed here, before the binary says it listens, so a SIGTERM sent
+    // right after "listening on" is a graceful shutdown, not the default kill.
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            () = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }
