@@ -1,4 +1,11 @@
-//! JWT authentication: HS256 with a shared secret or RS256 with a public key.
+//! JWT authentication: HS256 with a shared secret, RS256 with one RSA public key, or the
+//! public keys of a JWKS document ([`KeySet`]: ES256, ES384, RS256), each token verified with
+//! the key its `kid` names.
+//!
+//! The algorithm a token may use follows from the key that verifies it, never from the token
+//! alone: an HS256 token is checked with the HS256 secret and nothing else (so a public key
+//! can never serve as an HMAC secret), any other token with the public key it names, whose
+//! algorithm must be the token's. A token whose algorithm no configured key is for is refused.
 //!
 //! `sub` is the user id; `"role": "admin"` or a `roles` array containing `"admin"` grants the
 //! admin endpoints. The `eventwire` claim grants topics: `{"subscribe": ["orders", "chat:*"],
@@ -15,7 +22,10 @@
 //! # Ok::<(), eventwire_server::Error>(())
 //! ```
 
+mod jwks;
+
 use std::fmt;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -23,23 +33,35 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
+use jwks::Key;
+pub use jwks::{KeySet, KEY_SET_ALGORITHMS, MIN_RSA_BITS};
+
 /// Shortest HS256 secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
 
-/// How tokens are verified. Cheap to clone.
+/// How tokens are verified. Cheap to clone; clones share a [`KeySet`], so reloading it is
+/// seen by every clone (the one in the hub's [`crate::Config`] too).
 #[derive(Clone)]
 pub struct Auth {
-    key: DecodingKey,
+    /// Verifies HS256 tokens, and only them.
+    secret: Option<Arc<Key>>,
+    /// Verifies RS256 tokens (`--jwt-public-key`): the one key when there is no key set.
+    public_key: Option<Arc<Key>>,
+    /// Verifies tokens whose `kid` names one of its keys, with that key's algorithm.
+    key_set: Option<KeySet>,
+    /// The claim checks; its `algorithms` is set per token to the one its key is for.
     validation: Validation,
 }
 
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Auth")
-            .field("algorithms", &self.validation.algorithms)
+            .field("hs256_secret", &self.secret.is_some())
+            .field("rs256_public_key", &self.public_key.is_some())
+            .field("key_set", &self.key_set)
             .finish_non_exhaustive()
     }
 }
@@ -117,17 +139,7 @@ impl Auth {
     /// # Errors
     /// [`Error::InvalidConfig`] for a shorter secret, saying how to make one.
     pub fn hs256(secret: &[u8]) -> Result<Self, Error> {
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(Error::InvalidConfig(format!(
-                "the HS256 secret is {} bytes; it must be at least {MIN_SECRET_BYTES} \
-                 (make one with `openssl rand -base64 48`)",
-                secret.len()
-            )));
-        }
-        Ok(Auth::new(
-            DecodingKey::from_secret(secret),
-            Algorithm::HS256,
-        ))
+        Auth::new().with_hs256_secret(secret)
     }
 
     /// RS256 tokens, verified with an RSA public key in PEM form.
@@ -135,18 +147,64 @@ impl Auth {
     /// # Errors
     /// When `pem` is not an RSA public key.
     pub fn rs256_pem(pem: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
-        Ok(Auth::new(DecodingKey::from_rsa_pem(pem)?, Algorithm::RS256))
+        let key = Key {
+            algorithm: Algorithm::RS256,
+            decoding: DecodingKey::from_rsa_pem(pem)?,
+        };
+        Ok(Auth {
+            public_key: Some(Arc::new(key)),
+            ..Auth::new()
+        })
     }
 
-    fn new(key: DecodingKey, algorithm: Algorithm) -> Self {
-        let mut validation = Validation::new(algorithm);
+    /// Tokens signed with a key of `keys` and naming it by `kid` (ES256, ES384 or RS256, as
+    /// the key says). Add [`Auth::with_hs256_secret`] to accept HS256 tokens as well.
+    pub fn key_set(keys: KeySet) -> Self {
+        Auth {
+            key_set: Some(keys),
+            ..Auth::new()
+        }
+    }
+
+    /// Also accepts HS256 tokens signed with `secret` (at least [`MIN_SECRET_BYTES`] long).
+    /// Only HS256 tokens are checked with it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a shorter secret, saying how to make one.
+    pub fn with_hs256_secret(mut self, secret: &[u8]) -> Result<Self, Error> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(Error::InvalidConfig(format!(
+                "the HS256 secret is {} bytes; it must be at least {MIN_SECRET_BYTES} \
+                 (make one with `openssl rand -base64 48`)",
+                secret.len()
+            )));
+        }
+        self.secret = Some(Arc::new(Key {
+            algorithm: Algorithm::HS256,
+            decoding: DecodingKey::from_secret(secret),
+        }));
+        Ok(self)
+    }
+
+    /// The key set tokens are checked against, if any.
+    pub fn keys(&self) -> Option<&KeySet> {
+        self.key_set.as_ref()
+    }
+
+    fn new() -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
         // `exp` is required (see `allow_tokens_without_exp`); `aud` and `iss` are checked
         // only when configured.
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
         validation.validate_aud = false;
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
-        Auth { key, validation }
+        Auth {
+            secret: None,
+            public_key: None,
+            key_set: None,
+            validation,
+        }
     }
 
     /// Also accepts tokens without `exp` (long-lived service tokens). By default a token
@@ -193,7 +251,10 @@ impl Auth {
                     .into(),
             ));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+        let key = self.key_for(&header)?;
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![key.algorithm];
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => Error::TokenExpired,
                 ErrorKind::InvalidSignature => Error::InvalidToken("bad signature".into()),
@@ -227,5 +288,48 @@ impl Auth {
             subscribe: if admin { None } else { subscribe },
             publish,
         })
+    }
+
+    /// The key that may verify a token with this header, and the one algorithm it is for.
+    fn key_for(&self, header: &jsonwebtoken::Header) -> Result<Arc<Key>, Error> {
+        if header.alg == Algorithm::HS256 {
+            // Only ever the secret: never a public key (whose bytes anyone has) as an HMAC key.
+            return match &self.secret {
+                Some(secret) => Ok(Arc::clone(secret)),
+                None => Err(Error::InvalidToken(
+                    "signed with HS256, which this hub does not accept (no HS256 secret is \
+                     configured)"
+                        .into(),
+                )),
+            };
+        }
+        if let Some(keys) = &self.key_set {
+            let kid = header.kid.as_deref().ok_or_else(|| {
+                Error::InvalidToken(format!(
+                    "signed with {:?} but the header has no `kid`: this hub picks the key by kid",
+                    header.alg
+                ))
+            })?;
+            // The token's kid is not repeated back: it is whatever the caller sent.
+            let key = keys.get(kid).ok_or_else(|| {
+                Error::InvalidToken(
+                    "unknown key: the header's `kid` names no key in the hub's key set".into(),
+                )
+            })?;
+            if key.algorithm != header.alg {
+                return Err(Error::InvalidToken(format!(
+                    "signed with {:?}, but the key its `kid` names is for {:?}",
+                    header.alg, key.algorithm
+                )));
+            }
+            return Ok(key);
+        }
+        match &self.public_key {
+            Some(key) if header.alg == key.algorithm => Ok(Arc::clone(key)),
+            _ => Err(Error::InvalidToken(format!(
+                "signed with {:?}, which this hub does not accept",
+                header.alg
+            ))),
+        }
     }
 }

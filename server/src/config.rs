@@ -71,7 +71,10 @@ pub struct Config {
     /// timeout or the queue limit cuts it. `None` keeps the system's default (which grows to
     /// several MiB). Default 64 KiB.
     pub send_buffer_bytes: Option<usize>,
-    /// JWT verification. With `None`, every endpoint but `/healthz` answers
+    /// JWT verification: an HS256 secret ([`Auth::hs256`]), an RSA public key
+    /// ([`Auth::rs256_pem`]) or the public keys of a JWKS file ([`Auth::key_set`] with a
+    /// [`crate::auth::KeySet`], which [`crate::auth::KeySet::reload`] reads again in place:
+    /// the binary's `--jwt-jwks`). With `None`, every endpoint but `/healthz` answers
     /// `503 auth_not_configured`, unless [`Config::insecure_open_access`] is set.
     pub auth: Option<Auth>,
     /// Serve every endpoint, publishing and admin included, to anyone, with no token: for a

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use eventwire_server::auth::KeySet;
 use eventwire_server::{router, serve, Auth, Config, Cors, Hub, RedisBroker, RedisOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -20,7 +21,7 @@ struct Cli {
     #[arg(long, env = "EVENTWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Development mode: auth off, any CORS origin allowed. Never in production.
-    #[arg(long, env = "EVENTWIRE_DEV", conflicts_with_all = ["jwt_secret", "jwt_public_key"])]
+    #[arg(long, env = "EVENTWIRE_DEV", conflicts_with_all = ["jwt_secret", "jwt_public_key", "jwt_jwks"])]
     dev: bool,
     /// Verify HS256 tokens with this secret.
     #[arg(long, env = "EVENTWIRE_JWT_SECRET", hide_env_values = true)]
@@ -28,6 +29,15 @@ struct Cli {
     /// Verify RS256 tokens with this RSA public key (PEM file).
     #[arg(long, env = "EVENTWIRE_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
     jwt_public_key: Option<PathBuf>,
+    /// Verify ES256, ES384 and RS256 tokens with the public keys of this JWKS file, each token
+    /// with the key its `kid` names. Read again on SIGHUP and every --jwt-jwks-reload-secs.
+    /// With --jwt-secret too, HS256 tokens are checked with the secret (and only with it).
+    #[arg(long, env = "EVENTWIRE_JWT_JWKS", conflicts_with = "jwt_public_key")]
+    jwt_jwks: Option<PathBuf>,
+    /// Seconds between reads of the --jwt-jwks file (0: only on SIGHUP). A file that cannot
+    /// be used is logged and the keys in use are kept.
+    #[arg(long, env = "EVENTWIRE_JWT_JWKS_RELOAD_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    jwt_jwks_reload_secs: u64,
     /// Require tokens' `aud` to be this.
     #[arg(long, env = "EVENTWIRE_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
@@ -180,12 +190,22 @@ impl Cli {
             (self.send_buffer_bytes > 0).then(|| size(self.send_buffer_bytes));
         config.token_cookie = self.token_cookie.clone();
         config.metrics_token.clone_from(&self.metrics_token);
-        config.auth = match (&self.jwt_secret, &self.jwt_public_key) {
-            (Some(secret), _) if secret.is_empty() => return Err("--jwt-secret is empty".into()),
-            (Some(secret), _) => {
+        config.auth = match (&self.jwt_jwks, &self.jwt_secret, &self.jwt_public_key) {
+            (_, Some(secret), _) if secret.is_empty() => return Err("--jwt-secret is empty".into()),
+            (Some(path), secret, _) => {
+                let keys = KeySet::from_file(path).map_err(|e| format!("--jwt-jwks: {e}"))?;
+                let auth = Auth::key_set(keys);
+                Some(match secret {
+                    Some(secret) => auth
+                        .with_hs256_secret(secret.as_bytes())
+                        .map_err(|e| format!("--jwt-secret: {e}"))?,
+                    None => auth,
+                })
+            }
+            (None, Some(secret), _) => {
                 Some(Auth::hs256(secret.as_bytes()).map_err(|e| format!("--jwt-secret: {e}"))?)
             }
-            (None, Some(path)) => {
+            (None, None, Some(path)) => {
                 let pem = std::fs::read(path)
                     .map_err(|e| format!("cannot read --jwt-public-key {}: {e}", path.display()))?;
                 Some(Auth::rs256_pem(&pem).map_err(|e| {
@@ -195,11 +215,12 @@ impl Cli {
                     )
                 })?)
             }
-            (None, None) if self.dev => None,
-            (None, None) => {
+            (None, None, None) if self.dev => None,
+            (None, None, None) => {
                 return Err(
-                    "no authentication configured: pass --jwt-secret (or EVENTWIRE_JWT_SECRET) \
-                     or --jwt-public-key, or --dev to run without auth on a development machine"
+                    "no authentication configured: pass --jwt-secret (or EVENTWIRE_JWT_SECRET), \
+                     --jwt-jwks or --jwt-public-key, or --dev to run without auth on a \
+                     development machine"
                         .into(),
                 )
             }
@@ -277,6 +298,10 @@ async fn main() -> ExitCode {
     }
     let app = with_static_files(router(hub.clone()), &cli);
     let shutdown = shutdown_signal();
+    if let Some(keys) = hub.config().auth.as_ref().and_then(Auth::keys) {
+        let period = Duration::from_secs(cli.jwt_jwks_reload_secs);
+        reload_keys(keys.clone(), (!period.is_zero()).then_some(period));
+    }
     println!("listening on http://{addr}");
     tracing::info!(%addr, "eventwire hub ready");
     match serve(
@@ -460,6 +485,71 @@ fn raise_open_file_limit(config: &Config) {
              lower them, or raise the limit (ulimit -n)"
         );
     }
+}
+
+/// Reads the `--jwt-jwks` file again on SIGHUP and every `period`. A file that cannot be used
+/// is a warning (the error names the file and the key, never key material) and the keys in use
+/// stay; a change of key ids is logged.
+fn reload_keys(keys: KeySet, period: Option<Duration>) {
+    // Installed now, before the binary says it listens: SIGHUP's default action ends the
+    // process, and an operator may rotate keys the moment the hub is up.
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(
+                "cannot listen for SIGHUP ({e}): the JWKS file is reloaded only on the timer"
+            );
+            None
+        }
+    };
+    let mut timer = period.map(|period| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
+    tokio::spawn(async move {
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                let received = match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => None,
+                };
+                if received.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            let tick = async {
+                match timer.as_mut() {
+                    Some(timer) => timer.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let on_signal = tokio::select! {
+                () = hangup => true,
+                _ = tick => false,
+            };
+            let trigger = if on_signal { "SIGHUP" } else { "timer" };
+            let before = keys.key_ids();
+            match keys.reload() {
+                Ok(_) => {
+                    let after = keys.key_ids();
+                    if on_signal || after != before {
+                        tracing::info!(trigger, kids = ?after, "JWKS file read: {} keys in use", after.len());
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    trigger,
+                    kids = ?before,
+                    "JWKS file not reloaded, the {} keys in use are kept: {e}",
+                    before.len()
+                ),
+            }
+        }
+    });
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
