@@ -369,15 +369,28 @@ fn with_static_files(api: axum::Router, cli: &Cli) -> axum::Router {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Mint an HS256 token the hub accepts (signed with the hub's --jwt-secret) and print it.
+    /// Mint a token the hub accepts and print it: HS256 signed with the hub's --jwt-secret, or
+    /// ES256 signed with the private key of a key in the hub's --jwt-jwks (--key, --kid).
     Token(TokenArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct TokenArgs {
-    /// The secret the hub verifies with (at least 32 bytes).
-    #[arg(long, env = "EVENTWIRE_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: String,
+    /// The secret the hub verifies with (at least 32 bytes): an HS256 token.
+    #[arg(
+        long,
+        env = "EVENTWIRE_JWT_SECRET",
+        hide_env_values = true,
+        required_unless_present = "key"
+    )]
+    jwt_secret: Option<String>,
+    /// A P-256 private key (PKCS#8 PEM file, `BEGIN PRIVATE KEY`): an ES256 token, verified
+    /// by the hub with the public key of --kid in its --jwt-jwks. Used instead of --jwt-secret.
+    #[arg(long, requires = "kid")]
+    key: Option<PathBuf>,
+    /// The `kid` of --key's public key in the hub's JWKS file.
+    #[arg(long, requires = "key")]
+    kid: Option<String>,
     /// The user id (`sub`).
     #[arg(long)]
     sub: Option<String>,
@@ -403,13 +416,13 @@ struct TokenArgs {
 
 /// `eventwire token`: prints a token, or says why it cannot.
 fn mint(args: &TokenArgs) -> ExitCode {
-    if args.jwt_secret.len() < eventwire_server::auth::MIN_SECRET_BYTES {
-        eprintln!(
-            "eventwire token: --jwt-secret must be at least {} bytes (the hub refuses shorter)",
-            eventwire_server::auth::MIN_SECRET_BYTES
-        );
-        return ExitCode::from(2);
-    }
+    let (header, key) = match signing_key(args) {
+        Ok(signing) => signing,
+        Err(message) => {
+            eprintln!("eventwire token: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -438,8 +451,7 @@ fn mint(args: &TokenArgs) -> ExitCode {
             serde_json::json!({ "subscribe": args.subscribe, "publish": args.publish }),
         );
     }
-    let key = jsonwebtoken::EncodingKey::from_secret(args.jwt_secret.as_bytes());
-    match jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key) {
+    match jsonwebtoken::encode(&header, &claims, &key) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS
@@ -449,6 +461,39 @@ fn mint(args: &TokenArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The header and key `eventwire token` signs with: ES256 with `--key` and `--kid`, HS256
+/// with `--jwt-secret` otherwise.
+fn signing_key(
+    args: &TokenArgs,
+) -> Result<(jsonwebtoken::Header, jsonwebtoken::EncodingKey), String> {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    if let (Some(path), Some(kid)) = (&args.key, &args.kid) {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read --key {}: {e}", path.display()))?;
+        let key = EncodingKey::from_ec_pem(&pem).map_err(|_| {
+            format!(
+                "--key {} is not an EC private key in PKCS#8 PEM form (`BEGIN PRIVATE KEY`); \
+                 convert one with `openssl pkcs8 -topk8 -nocrypt -in KEY`",
+                path.display()
+            )
+        })?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.clone());
+        return Ok((header, key));
+    }
+    let secret = args.jwt_secret.as_deref().unwrap_or_default();
+    if secret.len() < eventwire_server::auth::MIN_SECRET_BYTES {
+        return Err(format!(
+            "--jwt-secret must be at least {} bytes (the hub refuses shorter)",
+            eventwire_server::auth::MIN_SECRET_BYTES
+        ));
+    }
+    Ok((
+        Header::default(),
+        EncodingKey::from_secret(secret.as_bytes()),
+    ))
 }
 
 /// How log lines are written.

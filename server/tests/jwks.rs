@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -454,4 +454,49 @@ async fn a_jwks_file_that_cannot_be_used_is_a_startup_error() {
         .await
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn eventwire_token_mints_es256_with_a_key_and_kid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let key = dir.join("test-ec-a-private.pem");
+    let mint = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .env_remove("EVENTWIRE_JWT_SECRET")
+            .output()
+            .unwrap()
+    };
+    let out = mint(&[
+        "--key",
+        key.to_str().unwrap(),
+        "--kid",
+        "key-a",
+        "--sub",
+        "ops",
+        "--role",
+        "admin",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(
+        (header.alg, header.kid.as_deref()),
+        (Algorithm::ES256, Some("key-a"))
+    );
+    let file = JwksFile::new("mint", &[JWK_A]);
+    let hub = start(&["--jwt-jwks", file.path()]).await;
+    assert_eq!(stats(&hub.base, &token).await.0, 200);
+    // --key needs --kid; a public key is not a signing key.
+    assert!(!mint(&["--key", key.to_str().unwrap()]).status.success());
+    let public = dir.join("test-ec-a-public.pem");
+    let out = mint(&["--key", public.to_str().unwrap(), "--kid", "key-a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PKCS#8"));
+    hub.stop().await;
 }
