@@ -240,6 +240,39 @@ async fn rs256_tokens_verify_with_the_public_key() {
 }
 
 #[tokio::test]
+async fn rsa_algorithms_other_than_rs256_are_refused_even_with_the_right_key() {
+    // The rsa crate is kept for RS256 verification only (deny.toml, RUSTSEC-2023-0071): no
+    // other RSA algorithm is accepted, though each would verify with this key.
+    let public = include_bytes!("fixtures/test-rsa-public.pem");
+    let private = include_bytes!("fixtures/test-rsa-private.pem");
+    let mut cfg = config();
+    cfg.auth = Some(Auth::rs256_pem(public).unwrap());
+    let t = TestHub::start(cfg).await;
+    let key = EncodingKey::from_rsa_pem(private).unwrap();
+    let claims = json!({"sub": "carol", "role": "admin", "exp": now() + 60});
+    for alg in [
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+    ] {
+        let token = encode(&Header::new(alg), &claims, &key).unwrap();
+        let res = t.get("/stats", Some(&token), &[]).await;
+        assert_eq!(
+            error_code(res).await,
+            (401, "invalid_token".to_owned()),
+            "{alg:?}"
+        );
+    }
+    // And no RSA algorithm at all on a hub with only an HS256 secret.
+    let t = hub_with_auth().await;
+    let token = encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+    let res = t.get("/stats", Some(&token), &[]).await;
+    assert_eq!(error_code(res).await, (401, "invalid_token".to_owned()));
+}
+
+#[tokio::test]
 async fn echo_with_a_token_without_sub_is_forbidden() {
     let t = hub_with_auth().await;
     let mut alice = t
