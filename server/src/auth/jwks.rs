@@ -1,24 +1,6 @@
 //! Public keys from a JWKS document ([RFC 7517 §5]), chosen by a token's `kid`, and replaced
 //! whole when the document is read again.
 //!
-//! ```
-//! use eventwire_server::auth::KeySet;
-//! use eventwire_server::Auth;
-//!
-//! let keys = KeySet::from_json(br#"{"keys": [{
-//!     "kty": "EC", "crv": "P-256", "kid": "2026-11", "alg": "ES256", "use": "sig",
-//!     "x": "4YWyOSzCxExBR_Yk_yQJTcWv0IPGMVlOUBNvEBmp6a8",
-//!     "y": "y74QlkPYjqQphx8D2tj4BsvUw5gEj6pDWUui-dwXiEo"
-//! }]}"#)?;
-//! assert_eq!(keys.key_ids(), ["2026-11"]);
-//! let auth = Auth::key_set(keys.clone());
-//! // Later (the binary does this on SIGHUP and on a timer): a document that does not parse
-//! // is an error, and the keys in use stay as they were.
-//! assert!(keys.replace_from_json(b"{}").is_err());
-//! assert_eq!(keys.key_ids(), ["2026-11"]);
-//! # Ok::<(), eventwire_server::Error>(())
-//! ```
-//!
 //! [RFC 7517 §5]: https://www.rfc-editor.org/rfc/rfc7517#section-5
 
 use std::collections::HashMap;
@@ -48,6 +30,24 @@ pub const MIN_RSA_BITS: usize = 2048;
 /// does not fit the key, a point not on the curve, an RSA modulus under [`MIN_RSA_BITS`]) is
 /// an error naming that key, and a document with no signature key is an error. Keys marked
 /// `"use": "enc"` are for encryption and are left out.
+///
+/// ```
+/// use eventwire_server::auth::KeySet;
+/// use eventwire_server::Auth;
+///
+/// let keys = KeySet::from_json(br#"{"keys": [{
+///     "kty": "EC", "crv": "P-256", "kid": "2026-11", "alg": "ES256", "use": "sig",
+///     "x": "4YWyOSzCxExBR_Yk_yQJTcWv0IPGMVlOUBNvEBmp6a8",
+///     "y": "y74QlkPYjqQphx8D2tj4BsvUw5gEj6pDWUui-dwXiEo"
+/// }]}"#)?;
+/// assert_eq!(keys.key_ids(), ["2026-11"]);
+/// let auth = Auth::key_set(keys.clone());
+/// // Later (the binary does this on SIGHUP and on a timer): a document that does not parse
+/// // is an error, and the keys in use stay as they were.
+/// assert!(keys.replace_from_json(b"{}").is_err());
+/// assert_eq!(keys.key_ids(), ["2026-11"]);
+/// # Ok::<(), eventwire_server::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct KeySet {
     shared: Arc<Shared>,
