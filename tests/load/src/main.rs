@@ -9,15 +9,20 @@
 //! - `net`: sockets from chosen source addresses, HTTP/1 over hyper, SSE streams;
 //! - `shard`: work split over child processes above `--per-process` connections;
 //! - `streams`: checked resuming streams (`storm`, `batch`); `publish`: the parent side;
-//! - one module per subcommand: `silent`, `storm`, `batch`, `topics`, `connect`;
+//! - one module per subcommand: `silent`, `storm`, `batch`, `topics`, `connect`, `bench`;
+//! - `servers`: how `bench` talks to each compared server (eventwire, nchan, node);
+//!   `fanout`: its timed subscribers;
 //! - `report`: distributions, the summary and the JSON line.
 
 mod batch;
+mod bench;
 mod connect;
 mod error;
+mod fanout;
 mod net;
 mod publish;
 mod report;
+mod servers;
 mod shard;
 mod silent;
 mod sse;
@@ -32,11 +37,12 @@ use clap::{Parser, Subcommand};
 
 use crate::net::{Hub, Sources};
 
-/// Storms and floods against a running eventwire hub (loopback only).
+/// Storms and floods against a running eventwire hub, and benchmarks of it beside other SSE
+/// servers (loopback only).
 #[derive(Debug, Parser)]
 #[command(name = "eventwire-load", version)]
 struct Cli {
-    /// The hub's address.
+    /// The hub's address (for `bench`: the address of whichever server is measured).
     #[arg(long, global = true, default_value = "127.0.0.1:8080")]
     hub: SocketAddr,
     /// Source addresses for the load's connections, `FIRST-LAST` (loopback).
@@ -65,6 +71,8 @@ enum Command {
     Topics(topics::Args),
     /// Open many streams at once: time to open all, failures, slow opens.
     Connect(connect::Args),
+    /// One benchmark scenario against eventwire, nchan or the node hub (docs/BENCHMARKS.md).
+    Bench(bench::Args),
     /// Internal: one shard of work, driven over stdin/stdout by a parent.
     #[command(hide = true)]
     Worker,
@@ -108,6 +116,7 @@ fn main() -> ExitCode {
             Command::Batch(a) => batch::run(hub, sources, per, a).await,
             Command::Topics(a) => topics::run(hub, sources, a).await,
             Command::Connect(a) => connect::run(hub, sources, per, a).await,
+            Command::Bench(a) => bench::run(hub, sources, per, a).await,
             Command::Worker => false,
         }
     });

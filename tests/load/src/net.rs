@@ -75,12 +75,26 @@ impl Sources {
 
 /// Opens a TCP connection to `to` from `from` (any port), with TCP_NODELAY.
 pub async fn connect(to: SocketAddr, from: Option<Ipv4Addr>) -> Result<TcpStream, Error> {
-    let stream = match from {
-        None => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await,
-        Some(from) => {
+    connect_with(to, from, None).await
+}
+
+/// [`connect`], with the socket's receive buffer set to `recv_buffer` bytes before it
+/// connects (a small one makes a reader that stops reading push back on the server sooner).
+pub async fn connect_with(
+    to: SocketAddr,
+    from: Option<Ipv4Addr>,
+    recv_buffer: Option<usize>,
+) -> Result<TcpStream, Error> {
+    let stream = match (from, recv_buffer) {
+        (None, None) => tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await,
+        (from, recv_buffer) => {
             let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
             socket.set_nonblocking(true)?;
             socket.set_tcp_nodelay(true)?;
+            if let Some(bytes) = recv_buffer {
+                socket.set_recv_buffer_size(bytes)?;
+            }
+            let from = from.unwrap_or(Ipv4Addr::UNSPECIFIED);
             socket.bind(&SocketAddr::new(from.into(), 0).into())?;
             let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
             tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(to)).await
@@ -320,6 +334,18 @@ impl SseStream {
 /// Parses a hub event id (decimal).
 pub fn parse_id(id: &str) -> Option<u64> {
     id.parse().ok()
+}
+
+/// CPU time a process has used (user + system, all its threads, live and ended), in
+/// microseconds, from fields 14 and 15 of `/proc/PID/stat` (clock ticks of 10 ms).
+pub fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10_000)
 }
 
 /// Resident set size of a process in bytes, from `/proc/PID/status`.

@@ -63,6 +63,66 @@ impl Dist {
     }
 }
 
+/// A latency histogram in microseconds with buckets 0.5% wide, small enough to pass between
+/// processes and merge, for runs with millions of samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Hist {
+    /// `(bucket, samples)` pairs, bucket `b` holding values near `e^(b / 200)` µs.
+    buckets: std::collections::BTreeMap<u32, u64>,
+    /// Number of samples.
+    pub count: u64,
+    /// Largest sample, µs (exact).
+    pub max_us: u64,
+}
+
+impl Hist {
+    const PER_E: f64 = 200.0;
+
+    /// Adds one sample.
+    pub fn record(&mut self, us: u64) {
+        let bucket = ((us.max(1) as f64).ln() * Self::PER_E) as u32;
+        *self.buckets.entry(bucket).or_default() += 1;
+        self.count += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Hist) {
+        for (&b, &n) in &other.buckets {
+            *self.buckets.entry(b).or_default() += n;
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// The value at quantile `q` (nearest rank), in ms, within 0.5%.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (&b, &n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                let us = ((f64::from(b) + 0.5) / Self::PER_E).exp();
+                return round(us.min(self.max_us as f64) / 1000.0);
+            }
+        }
+        round(self.max_us as f64 / 1000.0)
+    }
+
+    /// Count, p50, p99 and max in ms, for the JSON line.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "count": self.count,
+            "p50": self.quantile_ms(0.5),
+            "p99": self.quantile_ms(0.99),
+            "max": round(self.max_us as f64 / 1000.0),
+        })
+    }
+}
+
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -139,5 +199,25 @@ mod tests {
             (100, 1.0, 50.0, 99.0, 100.0)
         );
         assert_eq!(Dist::of(&mut []).count, 0);
+    }
+
+    #[test]
+    fn histogram_quantiles_within_half_a_percent_and_merge() {
+        let mut a = Hist::default();
+        let mut b = Hist::default();
+        for us in 1..=50_000u64 {
+            a.record(us * 2);
+        }
+        for us in 50_001..=100_000u64 {
+            b.record(us * 2);
+        }
+        a.merge(&b);
+        assert_eq!((a.count, a.max_us), (100_000, 200_000));
+        let p50 = a.quantile_ms(0.5);
+        let p99 = a.quantile_ms(0.99);
+        assert!((p50 - 100.0).abs() <= 0.5, "p50 {p50}");
+        assert!((p99 - 198.0).abs() <= 1.0, "p99 {p99}");
+        assert_eq!(a.quantile_ms(1.0), 200.0);
+        assert_eq!(Hist::default().quantile_ms(0.99), 0.0);
     }
 }

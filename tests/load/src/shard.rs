@@ -1,7 +1,8 @@
 //! Splitting work over processes: one process holds at most 20,000 open files, so above
 //! `--per-process` connections the tool re-executes itself as `eventwire-load worker` children.
 //! A shard runs the same code in-process or in a child; parent and shard exchange JSON lines
-//! (the job, then `Ready`, `Finish`, `Done`) over the child's stdin and stdout.
+//! (the job, then `Ready`, any number of `Step`s each way, `Finish`, `Done`) over the child's
+//! stdin and stdout.
 
 use std::ops::Range;
 use std::process::Stdio;
@@ -13,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::{connect, silent, streams};
+use crate::{connect, fanout, silent, streams};
 
 /// The work of one shard.
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,6 +25,8 @@ pub enum Job {
     Connect(connect::Job),
     /// Checked SSE streams (`storm`, `batch`).
     Streams(streams::Job),
+    /// Timed subscribers of any SSE server (`bench`).
+    Fanout(fanout::Job),
 }
 
 /// Shard to parent.
@@ -31,6 +34,8 @@ pub enum Job {
 pub enum Up {
     /// The shard's connections are open.
     Ready(Value),
+    /// The answer to a `Step` (subcommand-specific).
+    Step(Value),
     /// The shard's results.
     Done(Value),
 }
@@ -38,6 +43,8 @@ pub enum Up {
 /// Parent to shard.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Down {
+    /// A command between `Ready` and `Finish` (subcommand-specific).
+    Step(Value),
     /// Stop the disturbance and check against this (subcommand-specific) value.
     Finish(Value),
 }
@@ -55,8 +62,29 @@ impl Shard {
     pub async fn ready(&mut self) -> Result<Value, Error> {
         match self.up.recv().await {
             Some(Up::Ready(v)) => Ok(v),
-            Some(Up::Done(_)) => Err(Error::Usage("shard finished before ready".into())),
+            Some(Up::Done(_) | Up::Step(_)) => Err(Error::Usage(
+                "shard answered out of turn before ready".into(),
+            )),
             None => Err(Error::Ended("shard exited before ready")),
+        }
+    }
+
+    /// Sends `Step`.
+    pub fn step(&self, value: Value) {
+        let _ = self.down.send(Down::Step(value));
+    }
+
+    /// A handle that sends `Step`s while the shard itself is borrowed elsewhere.
+    pub fn sender(&self) -> StepSender {
+        StepSender(self.down.clone())
+    }
+
+    /// Waits for the shard's answer to a `Step`.
+    pub async fn stepped(&mut self) -> Result<Value, Error> {
+        match self.up.recv().await {
+            Some(Up::Step(v)) => Ok(v),
+            Some(_) => Err(Error::Usage("shard answered out of turn".into())),
+            None => Err(Error::Ended("shard exited before answering a step")),
         }
     }
 
@@ -70,10 +98,21 @@ impl Shard {
         loop {
             match self.up.recv().await {
                 Some(Up::Done(v)) => return Ok(v),
-                Some(Up::Ready(_)) => continue,
+                Some(Up::Ready(_) | Up::Step(_)) => continue,
                 None => return Err(Error::Ended("shard exited before done")),
             }
         }
+    }
+}
+
+/// Sends `Step`s to one shard (see [`Shard::sender`]).
+#[derive(Debug, Clone)]
+pub struct StepSender(mpsc::UnboundedSender<Down>);
+
+impl StepSender {
+    /// Sends `Step`.
+    pub fn step(&self, value: Value) {
+        let _ = self.0.send(Down::Step(value));
     }
 }
 
@@ -169,6 +208,7 @@ async fn run(job: Job, down: mpsc::UnboundedReceiver<Down>, up: mpsc::UnboundedS
         Job::Silent(job) => silent::shard(job, down, up).await,
         Job::Connect(job) => connect::shard(job, down, up).await,
         Job::Streams(job) => streams::shard(job, down, up).await,
+        Job::Fanout(job) => fanout::shard(job, down, up).await,
     }
 }
 
