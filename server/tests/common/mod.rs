@@ -46,7 +46,12 @@ impl TestHub {
         TestHub {
             hub,
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            // Some tests give the hub a 1 s header read timeout, which also closes idle
+            // keep-alive connections: never reuse one idle for long enough to race that close.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_millis(300))
+                .build()
+                .unwrap(),
             stop: Some(stop),
             server: Some(server),
         }
