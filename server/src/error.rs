@@ -40,6 +40,9 @@ pub enum Error {
     /// The request's header section is larger than the hub accepts.
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// The request head is not valid HTTP/1.1.
+    #[error("malformed request: {0}")]
+    MalformedRequest(String),
     /// The body was not sent as `application/json`.
     #[error("expected `Content-Type: application/json`")]
     UnsupportedMediaType,
@@ -128,7 +131,8 @@ impl Error {
             | Error::ConflictingTargets(_)
             | Error::InvalidTarget(_)
             | Error::InvalidLastEventId(_)
-            | Error::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            | Error::InvalidQuery(_)
+            | Error::MalformedRequest(_) => StatusCode::BAD_REQUEST,
             Error::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -161,6 +165,7 @@ impl Error {
             Error::RequestTimeout(_) => "request_timeout",
             Error::UriTooLong(_) => "uri_too_long",
             Error::HeadersTooLarge(_) => "headers_too_large",
+            Error::MalformedRequest(_) => "malformed_request",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::InvalidEvent(_) => "invalid_event",
             Error::InvalidId(_) => "invalid_id",

@@ -60,6 +60,7 @@ struct ReadmeDoctests;
 pub mod auth;
 pub mod broker;
 pub mod config;
+mod conn;
 pub mod error;
 pub mod event;
 pub mod hub;
@@ -104,6 +105,13 @@ pub use stream::Subscription;
 ///   ([`Config::write_timeout`]): a peer that stops reading is disconnected;
 /// - an accept loop that backs off when the process runs out of file descriptors.
 ///
+/// Event streams skip hyper: the first request head of each connection is read with
+/// `httparse`, and a `GET …/events` the router answers with a stream is written straight to
+/// its socket, on a runtime of its own (one worker per core this process may use). An idle
+/// stream then holds its socket and a cursor, not hyper's buffers, and fanning an event out to
+/// thousands of streams never queues in front of a publisher's answer. Every other request goes
+/// to hyper. [`router`] served by `axum::serve` streams through hyper instead, as any body.
+///
 /// Bind `listener` with [`bind`] for a listen backlog larger than tokio's 128.
 ///
 /// # Errors
@@ -116,20 +124,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::TokioTimer;
     use hyper_util::server::graceful::GracefulShutdown;
-    use tower::ServiceExt;
 
     let config = hub.config().clone();
+    let streams = StreamsRuntime::start()?;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         // The hub refuses more than `routes::MAX_HEADERS` itself, with a JSON answer; hyper's
         // own limit (an empty 431) only stops what is far beyond it.
         .max_headers(4 * routes::MAX_HEADERS);
-    let app = routes::json_errors(app);
-    let gate = net::Gate::new(config.max_pending_connections);
     let graceful = GracefulShutdown::new();
+    let server = std::sync::Arc::new(conn::Server {
+        app: routes::json_errors(app),
+        http,
+        stopping: tokio_util::sync::CancellationToken::new(),
+        streams: streams.handle(),
+        tracker: tokio_util::task::TaskTracker::new(),
+        header_read_timeout: config.header_read_timeout,
+        write_timeout: config.write_timeout,
+    });
+    let gate = net::Gate::new(config.max_pending_connections);
     let closing = tokio_util::sync::CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -140,37 +156,66 @@ pub async fn serve(
         net::tune(&stream, config.send_buffer_bytes);
         let switch = closing.child_token();
         let slot = gate.admit(switch.clone());
-        let handle = slot.handle();
-        let io = TokioIo::new(net::GuardedIo::new(stream, config.write_timeout, switch));
-        // One shared router (an `Arc` bump per request); the connection's slot rides along as
-        // a request extension, so no per-connection router is built.
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-            request.extensions_mut().insert(handle.clone());
-            app.clone().oneshot(request.map(axum::body::Body::new))
-        });
-        let connection = graceful.watch(http.serve_connection(io, service));
-        tokio::spawn(async move {
-            // Errors here are the peer's (a reset, a timeout, a malformed request): hyper has
-            // answered what it could, and the connection is over either way.
-            if let Err(e) = connection.await {
-                tracing::debug!("connection ended: {e}");
-            }
-            drop(slot);
-        });
+        tokio::spawn(conn::run(
+            server.clone(),
+            stream,
+            slot,
+            switch,
+            graceful.watcher(),
+        ));
     }
     drop(listener);
+    server.stopping.cancel();
     tracing::info!("shutting down: ending every event stream");
     hub.shutdown();
+    server.tracker.close();
+    let drained = async {
+        tokio::join!(graceful.shutdown(), server.tracker.wait());
+    };
     tokio::select! {
-        () = graceful.shutdown() => return Ok(()),
+        () = drained => return Ok(()),
         () = tokio::time::sleep(drain) => {}
     }
     tracing::warn!(
         remaining = hub.stats().active_connections,
         "drain time of {drain:?} is over; closing the remaining connections"
     );
-    // Every connection now fails its next I/O; their tasks end on their own.
+    // Every connection now fails its next I/O; their tasks end on their own (and the streams
+    // runtime drops what is left when `serve` returns).
     closing.cancel();
     Ok(())
+}
+
+/// The runtime [`serve`] writes event streams on, one worker per core this process may use.
+/// Fan-out work (waking and writing thousands of streams per event) then never queues in
+/// front of the tasks that answer publishes and new connections on the caller's runtime.
+/// Shut down in the background when `serve` returns or is dropped: a runtime must not be
+/// dropped, blocking, inside another one.
+struct StreamsRuntime(Option<tokio::runtime::Runtime>);
+
+impl StreamsRuntime {
+    fn start() -> std::io::Result<Self> {
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("eventwire-streams")
+            .enable_all()
+            .build()?;
+        Ok(StreamsRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => unreachable!("the streams runtime lives until dropped"),
+        }
+    }
+}
+
+impl Drop for StreamsRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }

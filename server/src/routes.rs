@@ -34,6 +34,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Identity;
 use crate::config::Cors;
+use crate::conn::{Detached, DetachedStreams};
 use crate::error::Error;
 use crate::event::{parse_last_event_id, parse_publish_body, validate_name, Message, Target};
 use crate::hub::{Hub, SubscribeRequest};
@@ -257,6 +258,7 @@ async fn events(
     State(hub): State<Hub>,
     caller: Caller,
     slot: Option<axum::Extension<StreamSlot>>,
+    detached: Option<axum::Extension<DetachedStreams>>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
@@ -346,16 +348,17 @@ async fn events(
         slot.promote();
     }
 
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::HeaderName::from_static("x-accel-buffering"), "no"),
+    ];
+    if detached.is_some() {
+        // `serve` writes the stream to the socket itself (see `conn`).
+        return Ok((headers, axum::Extension(Detached::new(subscription))).into_response());
+    }
     let body = Body::from_stream(subscription.into_stream().map(Ok::<_, Infallible>));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        body,
-    )
-        .into_response())
+    Ok((headers, body).into_response())
 }
 
 /// A comma list of names; empty entries (a trailing comma) are skipped.

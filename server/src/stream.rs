@@ -118,8 +118,10 @@ pub struct Subscription {
     rx: mpsc::Receiver<Arc<Published>>,
     kill: oneshot::Receiver<Cut>,
     shutdown: CancellationToken,
-    heartbeat: Interval,
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// Started on the first poll, on the runtime that drives the stream: a tokio timer
+    /// belongs to the runtime it was created on, and [`crate::serve`] drives streams on a
+    /// runtime of their own.
+    timers: Option<Timers>,
     heartbeat_event: bool,
     filter: Arc<Filter>,
     /// The highest event id this stream's client has: a frame at or below it is skipped
@@ -131,6 +133,25 @@ pub struct Subscription {
     ending: bool,
     done: bool,
     guard: Guard,
+}
+
+/// The heartbeat and, when configured, the idle timeout.
+#[derive(Debug)]
+struct Timers {
+    heartbeat: Interval,
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+impl Timers {
+    fn start(timing: &Timing) -> Self {
+        let period = timing.heartbeat;
+        let mut heartbeat = interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Timers {
+            heartbeat,
+            idle: timing.idle_timeout.map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
 }
 
 /// Unregisters the connection when the stream is dropped, however it ends.
@@ -171,12 +192,6 @@ impl Subscription {
         timing: Timing,
         shutdown: CancellationToken,
     ) -> Self {
-        let period = timing.heartbeat;
-        let mut heartbeat = interval_at(Instant::now() + period, period);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let idle = timing
-            .idle_timeout
-            .map(|d| (d, Box::pin(tokio::time::sleep(d))));
         let mut pending: VecDeque<Pending> = opening.head.into_iter().map(Pending::Bytes).collect();
         if let Some(published) = opening.replay {
             pending.push_back(Pending::Frames { published, next: 0 });
@@ -187,8 +202,7 @@ impl Subscription {
             rx: opening.rx,
             kill: opening.kill,
             shutdown,
-            heartbeat,
-            idle,
+            timers: None,
             heartbeat_event: opening.heartbeat_event,
             filter: opening.filter,
             written: opening.written,
@@ -221,9 +235,11 @@ impl Subscription {
             if self.shutdown.is_cancelled() {
                 return Some(self.begin_shutdown());
             }
+            let timing = self.timing;
+            let timers = self.timers.get_or_insert_with(|| Timers::start(&timing));
             let idle = async {
-                match &mut self.idle {
-                    Some((_, sleep)) => sleep.as_mut().await,
+                match &mut timers.idle {
+                    Some(sleep) => sleep.as_mut().await,
                     None => std::future::pending().await,
                 }
             };
@@ -251,8 +267,10 @@ impl Subscription {
                             let Ok(more) = self.rx.try_recv() else { break };
                             self.push(more);
                         }
-                        if let Some((d, sleep)) = &mut self.idle {
-                            sleep.as_mut().reset(Instant::now() + *d);
+                        if let (Some(d), Some(Timers { idle: Some(sleep), .. })) =
+                            (timing.idle_timeout, &mut self.timers)
+                        {
+                            sleep.as_mut().reset(Instant::now() + d);
                         }
                     }
                     None => {
@@ -260,7 +278,7 @@ impl Subscription {
                         return None;
                     }
                 },
-                _ = self.heartbeat.tick() => return Some(self.heartbeat_frame()),
+                _ = timers.heartbeat.tick() => return Some(self.heartbeat_frame()),
                 () = idle => {
                     self.done = true;
                     return Some(self.error_frame("idle_timeout", "no event for the idle timeout; reconnect when you need the stream again"));

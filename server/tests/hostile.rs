@@ -407,6 +407,73 @@ async fn every_error_answer_has_a_json_body() {
     );
 }
 
+/// Sends `request` on a new connection and reads until the hub closes it (or 5 s pass).
+async fn raw_exchange(t: &TestHub, request: &[u8]) -> String {
+    let mut socket = TcpStream::connect(addr(t)).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_request_head_that_does_not_parse_gets_a_json_400() {
+    let t = TestHub::start(config()).await;
+    for request in [
+        &b"GET /events HTTP/1.1\r\nbad header\r\n\r\n"[..],
+        b"GET /events HTTP/9.9\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        b"POST /publish HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\x01\r\n\r\n",
+    ] {
+        let answer = raw_exchange(&t, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        assert!(answer.contains(r#""code":"malformed_request""#), "{answer}");
+    }
+    // A head larger than the hub reads is refused with JSON too, not an empty answer.
+    let mut huge = b"GET /events HTTP/1.1\r\n".to_vec();
+    for i in 0..1000 {
+        huge.extend_from_slice(format!("x-filler-{i}: {}\r\n", "v".repeat(40)).as_bytes());
+    }
+    huge.extend_from_slice(b"\r\n");
+    let answer = raw_exchange(&t, &huge).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(answer.contains(r#""code":"headers_too_large""#), "{answer}");
+    let long_line = format!(
+        "GET /events?clientId={} HTTP/1.1\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let answer = raw_exchange(&t, long_line.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{answer}");
+    // None of it hurt anyone.
+    assert_eq!(t.get("/healthz", None, &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_talks_on_its_event_stream_is_closed_and_others_keep_theirs() {
+    let t = TestHub::start(config()).await;
+    let mut fine = t.subscribe("?clientId=fine").await;
+    let mut chatty = TcpStream::connect(addr(&t)).await.unwrap();
+    chatty
+        .write_all(b"GET /events?clientId=chatty HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Far more than a client has any reason to send on a stream; the hub stops reading it.
+    let flood = vec![b'x'; 256 * 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(5), chatty.write_all(&flood)).await;
+    let took = closed_within(chatty, Duration::from_secs(10)).await;
+    assert!(took.is_some(), "the chatty stream is still open");
+    t.publish_ok(json!({"event": "n", "clientId": "fine"}))
+        .await;
+    assert_eq!(fine.next().await.event, "n");
+}
+
 #[tokio::test]
 async fn a_token_with_crit_is_refused() {
     const SECRET: &[u8] = b"test secret that is long enough for HS256";

@@ -83,6 +83,56 @@ async fn stream_opens_with_retry_and_connected_then_byte_exact_events() {
     assert_eq!(id.parse::<u64>().unwrap(), start + 1);
 }
 
+/// The response head of an event stream, byte for byte, over a raw socket: an HTTP/1.1
+/// answer to HTTP/1.1 and HTTP/1.0 requests, no length and `connection: close` (the stream
+/// ends with the connection), and the opening frames right after the head.
+#[tokio::test]
+async fn an_event_stream_head_is_close_delimited_for_http_1_1_and_1_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestHub::start(config()).await;
+    let addr = t.base.trim_start_matches("http://").to_owned();
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!("GET /events?clientId=raw {version}\r\nhost: x\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(common::WAIT, async {
+            while !String::from_utf8_lossy(&got).contains("__connected") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.lines();
+        assert_eq!(lines.next(), Some("HTTP/1.1 200 OK"), "{version}");
+        let mut headers: Vec<&str> = lines.filter(|l| !l.starts_with("date: ")).collect();
+        headers.sort_unstable();
+        assert_eq!(
+            headers,
+            [
+                "cache-control: no-cache",
+                "connection: close",
+                "content-type: text/event-stream",
+                "x-accel-buffering: no",
+            ],
+            "{version}"
+        );
+        assert!(body.starts_with("retry: 2000\n\nid: "), "{body:?}");
+        // The stream carries on: an event published now arrives on the same socket.
+        t.publish_ok(json!({"event": "n", "clientId": "raw"})).await;
+        let n = tokio::time::timeout(common::WAIT, socket.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("event: n\n"));
+    }
+}
+
 #[tokio::test]
 async fn heartbeat_is_a_comment_by_default() {
     let mut cfg = config();
