@@ -26,10 +26,13 @@
 // run, after one uncounted warm-up run each; the table shows medians.
 //
 //   node tests/bench-browser/bench.mjs [--events N] [--reps R] [--mode replay|live|both]
-//        [--quick] [--profile]
+//        [--quick] [--profile] [--npm-dir DIR] [--compare DIR] [--clients raw,sdk,res]
 //
 // scripts/bench-browser.sh installs what this needs and builds the hub and the package first.
 // --quick: 2,000 events, 1 repetition, every check still made (for the test command).
+// --npm-dir DIR: measure the built package in DIR (a candidate build elsewhere) instead of npm/.
+// --compare DIR: also measure the built package in DIR, as client `sdkb`, interleaved with the
+//   others (an A/B of an SDK change: build it with build-npm.sh in another checkout).
 // --profile: also one profiled run of raw and sdk (Chromium's CDP Profiler, 100 µs sampling);
 //   writes .cpuprofile files (open them in Chrome DevTools) and prints self time per
 //   function. The sdk run uses a build of the same wasm that keeps its function names
@@ -50,24 +53,37 @@ const TARGET = process.env.CARGO_TARGET_DIR ?? path.join(ROOT, "target");
 const OUT = path.join(TARGET, "bench-browser");
 const HUB_BIN = process.env.EVENTWIRE_HUB_BIN ?? path.join(TARGET, "release/eventwire");
 const BATCH = 1000;
-const CLIENT_NAMES = { raw: "EventSource + JSON.parse", sdk: "eventwire SDK", res: "reconnecting-eventsource" };
+const CLIENT_NAMES = {
+  raw: "EventSource + JSON.parse",
+  sdk: "eventwire SDK",
+  res: "reconnecting-eventsource",
+  // Diagnostic, only with --clients: the SDK without its watchdog (heartbeatTimeoutMs: 0).
+  sdk0: "eventwire SDK, no watchdog",
+  // Diagnostic, only with --clients: the SDK's listener API in plain JS, the least it can cost.
+  floor: "JS floor of the SDK's API",
+  // With --compare DIR: the SDK built in DIR, beside the one from npm/ (or --npm-dir).
+  sdkb: "eventwire SDK (--compare)",
+};
 
 const { values: opts } = parseArgs({
   options: {
     events: { type: "string" },
     reps: { type: "string" },
     mode: { type: "string", default: "replay" },
-    clients: { type: "string", default: "raw,sdk,res" },
+    clients: { type: "string" },
     quick: { type: "boolean", default: false },
     profile: { type: "boolean", default: false },
+    "npm-dir": { type: "string" },
+    compare: { type: "string" },
   },
 });
 const N = Number(opts.events ?? (opts.quick ? 2000 : 100_000));
 const REPS = Number(opts.reps ?? (opts.quick ? 1 : 5));
 const MODES = opts.mode === "both" ? ["replay", "live"] : [opts.mode];
-const CLIENTS = opts.clients.split(",");
+const CLIENTS = (opts.clients ?? (opts.compare ? "raw,sdk,sdkb" : "raw,sdk,res")).split(",");
+if (CLIENTS.includes("sdkb") && !opts.compare) throw new Error("the sdkb client needs --compare DIR");
 if (!(N > 0) || !(REPS > 0) || MODES.some((m) => m !== "replay" && m !== "live")) {
-  console.error("usage: bench.mjs [--events N] [--reps R] [--mode replay|live|both] [--quick] [--profile]");
+  console.error("usage: bench.mjs [--events N] [--reps R] [--mode replay|live|both] [--quick] [--profile] [--npm-dir DIR] [--clients raw,sdk,res]");
   process.exit(2);
 }
 for (const c of CLIENTS) if (!CLIENT_NAMES[c]) throw new Error(`unknown client ${c}`);
@@ -86,17 +102,18 @@ function run(cmd, args, cwd) {
  * only checks the built files; packing npm/ itself would rebuild the wasm), installed into a
  * fresh app directory. Returns that app's directory.
  */
-function installPackage() {
-  const copy = path.join(WORK, "npm");
-  fs.cpSync(path.join(ROOT, "npm"), copy, {
+function installPackage(dir, name) {
+  const copy = path.join(WORK, name, "npm");
+  fs.cpSync(path.resolve(dir), copy, {
     recursive: true,
     filter: (src) => !src.includes(`${path.sep}node_modules`),
   });
-  const [{ filename }] = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", WORK, "--loglevel=error"], copy));
-  const app = path.join(WORK, "app");
+  const packed = path.join(WORK, name);
+  const [{ filename }] = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", packed, "--loglevel=error"], copy));
+  const app = path.join(WORK, name, "app");
   fs.mkdirSync(app);
   fs.writeFileSync(path.join(app, "package.json"), '{"name":"bench-app","private":true}\n');
-  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", path.join(WORK, filename)], app);
+  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", path.join(packed, filename)], app);
   return app;
 }
 
@@ -128,6 +145,7 @@ async function startHub() {
       }
     });
     proc.on("exit", (code) => reject(new Error(`hub exited with ${code}: ${out}`)));
+    proc.on("error", (e) => reject(new Error(`hub ${HUB_BIN} did not start: ${e.message}`)));
   });
   return { url, proc };
 }
@@ -190,11 +208,13 @@ const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/ja
 
 /**
  * Serves the page (page/), the installed package (/node_modules/eventwire/) and
- * reconnecting-eventsource (/node_modules/reconnecting-eventsource/). `wasmDir`, when set,
+ * reconnecting-eventsource (/node_modules/reconnecting-eventsource/), and the --compare build
+ * (/b/node_modules/eventwire/). `wasmDir`, when set,
  * replaces the package's wasm/ directory (the profiling build with names).
  */
-function startStatic(app, state) {
+function startStatic(app, appB, state) {
   const roots = [
+    ["/b/node_modules/eventwire/", () => path.join(appB ?? app, "node_modules/eventwire")],
     ["/node_modules/eventwire/wasm/", () => state.wasmDir ?? path.join(app, "node_modules/eventwire/wasm")],
     ["/node_modules/eventwire/", () => path.join(app, "node_modules/eventwire")],
     ["/node_modules/reconnecting-eventsource/", () => path.join(HERE, "node_modules/reconnecting-eventsource")],
@@ -387,11 +407,17 @@ function namedBuild() {
 
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });
-  log(`packing npm/ and installing the tarball into ${WORK}/app`);
-  const app = installPackage();
+  const npmDir = opts["npm-dir"] ?? path.join(ROOT, "npm");
+  log(`packing ${npmDir} and installing the tarball into ${WORK}/a/app`);
+  const app = installPackage(npmDir, "a");
+  let appB;
+  if (opts.compare) {
+    log(`packing ${opts.compare} and installing the tarball into ${WORK}/b/app`);
+    appB = installPackage(opts.compare, "b");
+  }
   const hub = await startHub();
   const state = { wasmDir: undefined };
-  const server = await startStatic(app, state);
+  const server = await startStatic(app, appB, state);
   const pageUrl = `http://127.0.0.1:${server.address().port}/`;
   const { bodies, sum } = batches();
   const browser = await chromium.launch({

@@ -38,6 +38,65 @@ const CLIENTS = {
       return () => client.close();
     },
   },
+  /**
+   * Diagnostic (`--clients raw,sdk,sdk0`): the SDK with `heartbeatTimeoutMs: 0`, so no
+   * watchdog timer is re-armed per event; the difference to `sdk` is the watchdog's cost.
+   */
+  sdk0: {
+    async load() {
+      await CLIENTS.sdk.load();
+    },
+    open(hub, lastEventId, on) {
+      const client = CLIENTS.sdk.lib.createClient(`${hub}/events`, { heartbeatTimeoutMs: 0, ...(lastEventId ? { lastEventId } : {}) });
+      client.on("tick", (e) => tick(e.data));
+      client.on("open", on.open);
+      client.on("error", (e) => on.error(`${e.kind}: ${e.message}`));
+      return () => client.close();
+    },
+  },
+  /**
+   * Diagnostic (`--clients raw,sdk,floor`): the least a wrapper with the SDK's listener API
+   * does per event, in plain JavaScript: read `data` and `lastEventId`, JSON.parse, build
+   * `{ type, data, raw, id }`, look the listeners up by type and call them. What the SDK
+   * could approach; the gap to it is the SDK's own overhead.
+   */
+  floor: {
+    async load() {},
+    open(hub, lastEventId, on) {
+      const url = lastEventId ? `${hub}/events?lastEventId=${lastEventId}` : `${hub}/events`;
+      const es = new EventSource(url);
+      const listeners = new Map([["tick", [(e) => tick(e.data)]]]);
+      let last = "";
+      const dispatch = (e) => {
+        const raw = e.data;
+        let data;
+        try {
+          data = JSON.parse(raw);
+        } catch {
+          data = raw;
+        }
+        const id = e.lastEventId;
+        if (id !== last) last = id;
+        const event = { type: e.type, data, raw, id: id || null };
+        for (const listener of listeners.get(e.type) ?? []) listener(event);
+      };
+      es.addEventListener("tick", dispatch);
+      es.onopen = on.open;
+      es.onerror = () => on.error(`EventSource error (readyState ${es.readyState})`);
+      return () => es.close();
+    },
+  },
+  /** `--compare DIR`: the SDK built in DIR, served under /b/. */
+  sdkb: {
+    lib: undefined,
+    async load() {
+      this.lib = await import("/b/node_modules/eventwire/dist/index.js");
+      await this.lib.ready();
+    },
+    open(hub, lastEventId, on) {
+      return CLIENTS.sdk.open.call(this, hub, lastEventId, on);
+    },
+  },
   /** (c) reconnecting-eventsource (npm), `JSON.parse` on each `data`. */
   res: {
     ReconnectingEventSource: undefined,
