@@ -28,6 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +83,8 @@ pub(crate) struct Server {
     pub(crate) tracker: TaskTracker,
     pub(crate) header_read_timeout: Duration,
     pub(crate) write_timeout: Duration,
+    /// `eventwire_stream_bytes_written`.
+    pub(crate) stream_bytes: Counter,
 }
 
 /// How the first request head ended.
@@ -343,12 +346,14 @@ fn start_stream(
         }
     };
     let timeout = server.write_timeout;
+    let bytes_written = server.stream_bytes.clone();
     server.tracker.spawn_on(
         async move {
             let Ok(stream) = TcpStream::from_std(socket) else {
                 return;
             };
-            if let Err(e) = write_stream(stream, subscription, head, timeout, switch).await {
+            let written = write_stream(stream, subscription, head, timeout, switch, &bytes_written);
+            if let Err(e) = written.await {
                 tracing::debug!("event stream ended: {e}");
             }
         },
@@ -364,6 +369,7 @@ async fn write_stream(
     mut head: Vec<u8>,
     timeout: Duration,
     switch: CancellationToken,
+    bytes_written: &Counter,
 ) -> io::Result<()> {
     // The opening frames are ready at once: they go out with the head, in one write.
     if let Some(opening) = subscription.next_chunk().await {
@@ -374,7 +380,10 @@ async fn write_stream(
     loop {
         if let Some(bytes) = chunk.take() {
             tokio::select! {
-                written = write(&mut stream, &bytes, timeout) => written?,
+                written = write(&mut stream, &bytes, timeout) => {
+                    written?;
+                    bytes_written.inc_by(bytes.len() as u64);
+                }
                 () = switch.cancelled() => return Ok(()),
             }
         }

@@ -216,6 +216,11 @@ impl Hub {
         self.shared.fanout.deliver_frames(vec![frame], false);
     }
 
+    /// This hub's counters, for [`crate::serve`]'s own.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.fanout.metrics
+    }
+
     /// The newest event id delivered to this instance's connections.
     pub fn position(&self) -> u64 {
         self.shared.fanout.position.load(Ordering::Acquire)
@@ -496,6 +501,15 @@ impl Hub {
             let state = fanout.lock();
             let m = &fanout.metrics;
             m.active_connections.set(state.conns.len() as i64);
+            m.connections("stream").set(state.conns.len() as i64);
+            let (mut queued, mut most) = (0, 0);
+            for conn in state.conns.values() {
+                let depth = conn.tx.max_capacity() - conn.tx.capacity();
+                queued += depth;
+                most = most.max(depth);
+            }
+            m.queued.set(queued as i64);
+            m.queued_max.set(most as i64);
             m.unique_clients.set(state.by_client.len() as i64);
             m.unique_users.set(state.by_user.len() as i64);
         }
@@ -798,6 +812,10 @@ impl Registry for Fanout {
 
     fn position(&self) -> u64 {
         self.position.load(Ordering::Acquire)
+    }
+
+    fn delivered_after(&self, lag: Duration) {
+        self.metrics.delivery_lag_seconds.observe(lag.as_secs_f64());
     }
 
     fn lag_cut(&self, client_id: &str, max_lag: Duration) {

@@ -144,8 +144,12 @@ pub async fn serve(
         tracker: tokio_util::task::TaskTracker::new(),
         header_read_timeout: config.header_read_timeout,
         write_timeout: config.write_timeout,
+        stream_bytes: hub.metrics().stream_bytes.clone(),
     });
-    let gate = net::Gate::new(config.max_pending_connections);
+    let gate = net::Gate::new(
+        config.max_pending_connections,
+        hub.metrics().connections("pending"),
+    );
     let closing = tokio_util::sync::CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -27,6 +27,17 @@ pub(crate) struct Metrics {
     pub(crate) publish_seconds: Histogram,
     /// 1 while the broker answers, 0 while it does not.
     pub(crate) broker_up: Gauge,
+    /// Accepted connections by `state`: `stream` (event streams) or `pending` (anything else).
+    pub(crate) connections: Family<Vec<(String, String)>, Gauge>,
+    /// Publish calls queued to streams and not yet written, summed over streams, and the most
+    /// any one stream holds (set at scrape time).
+    pub(crate) queued: Gauge,
+    pub(crate) queued_max: Gauge,
+    /// Bytes [`crate::serve`] wrote to event streams.
+    pub(crate) stream_bytes: Counter,
+    /// Seconds from a publish to the write that carries it to a stream, once per publish call
+    /// and stream (a batch counts once).
+    pub(crate) delivery_lag_seconds: Histogram,
 }
 
 impl Metrics {
@@ -35,6 +46,13 @@ impl Metrics {
         self.cuts
             .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
             .inc();
+    }
+
+    /// The gauge of connections in `state`.
+    pub(crate) fn connections(&self, state: &str) -> Gauge {
+        self.connections
+            .get_or_create(&vec![("state".to_owned(), state.to_owned())])
+            .clone()
     }
 
     /// Counts a refused token.
@@ -66,6 +84,11 @@ impl Metrics {
             auth_failures: Family::default(),
             publish_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             broker_up: Gauge::default(),
+            connections: Family::default(),
+            queued: Gauge::default(),
+            queued_max: Gauge::default(),
+            stream_bytes: Counter::default(),
+            delivery_lag_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register(
@@ -122,6 +145,31 @@ impl Metrics {
             "broker_up",
             "1 while the broker (Redis) answers, 0 while it does not; always 1 in memory",
             m.broker_up.clone(),
+        );
+        registry.register(
+            "connections",
+            "Accepted connections by state: stream (event streams) or pending (requests in progress, idle keep-alive, sockets that have not sent a request; served by eventwire_server::serve only)",
+            m.connections.clone(),
+        );
+        registry.register(
+            "queued_publishes",
+            "Publish calls queued to event streams and not yet written, summed over streams",
+            m.queued.clone(),
+        );
+        registry.register(
+            "queued_publishes_max",
+            "The most publish calls queued to any one event stream",
+            m.queued_max.clone(),
+        );
+        registry.register(
+            "stream_bytes_written",
+            "Bytes written to event streams (served by eventwire_server::serve)",
+            m.stream_bytes.clone(),
+        );
+        registry.register(
+            "delivery_lag_seconds",
+            "Time from a publish to the write that carries it to an event stream, once per publish call and stream",
+            m.delivery_lag_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

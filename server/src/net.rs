@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
@@ -32,6 +33,16 @@ struct GateInner {
     /// Admission number to the connection's switch. A `BTreeMap`: the first is the oldest.
     pending: BTreeMap<u64, CancellationToken>,
     evicted: u64,
+    /// `eventwire_connections{state="pending"}`, kept equal to `pending.len()`.
+    gauge: Gauge,
+}
+
+impl GateInner {
+    fn remove(&mut self, seq: u64) {
+        if self.pending.remove(&seq).is_some() {
+            self.gauge.set(self.pending.len() as i64);
+        }
+    }
 }
 
 /// A connection's place among the pending ones. Dropped when the connection ends.
@@ -52,18 +63,19 @@ pub(crate) struct StreamSlot {
 
 impl StreamSlot {
     pub(crate) fn promote(&self) {
-        self.gate.lock().pending.remove(&self.seq);
+        self.gate.lock().remove(self.seq);
     }
 }
 
 impl Gate {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize, gauge: Gauge) -> Self {
         Gate {
             inner: Arc::new(Mutex::new(GateInner {
                 cap,
                 next: 0,
                 pending: BTreeMap::new(),
                 evicted: 0,
+                gauge,
             })),
         }
     }
@@ -89,6 +101,7 @@ impl Gate {
         let seq = inner.next;
         inner.next += 1;
         inner.pending.insert(seq, switch);
+        inner.gauge.set(inner.pending.len() as i64);
         Slot {
             gate: self.clone(),
             seq,
@@ -113,7 +126,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.gate.lock().pending.remove(&self.seq);
+        self.gate.lock().remove(self.seq);
     }
 }
 

@@ -98,6 +98,8 @@ pub(crate) trait Registry: Send + Sync + std::fmt::Debug + 'static {
     fn remove(&self, key: u64);
     /// The newest event id delivered to the connections (see [`Subscription`]'s heartbeat).
     fn position(&self) -> u64;
+    /// Records how long after its publish call a stream wrote an event of it.
+    fn delivered_after(&self, lag: Duration);
     /// Counts and logs a stream that cut itself for lagging.
     fn lag_cut(&self, client_id: &str, max_lag: Duration);
 }
@@ -355,6 +357,7 @@ impl Subscription {
             }
             true
         };
+        let mut now: Option<Instant> = None;
         'outer: while let Some(front) = self.pending.front_mut() {
             match front {
                 Pending::Bytes(bytes) => {
@@ -371,15 +374,24 @@ impl Subscription {
                     self.pending.pop_front();
                 }
                 Pending::Frames { published, next } => {
+                    let mut carried = false;
                     while let Some(frame) = published.frames.get(*next) {
                         let seen = frame.id != 0 && frame.id <= self.written;
                         if !seen && self.filter.entitled(&frame.target, &frame.event) {
                             if !add(&frame.bytes, &mut out, &mut buf) {
-                                break 'outer;
+                                break;
                             }
+                            carried = true;
                             self.written = self.written.max(frame.id);
                         }
                         *next += 1;
+                    }
+                    if let (true, Some(at)) = (carried, published.at) {
+                        let now = *now.get_or_insert_with(Instant::now);
+                        self.guard.registry.delivered_after(now - at);
+                    }
+                    if *next < published.frames.len() {
+                        break 'outer;
                     }
                     self.pending.pop_front();
                 }

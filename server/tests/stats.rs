@@ -68,3 +68,65 @@ async fn stats_count_connections_clients_users_topics_and_events() {
     }
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+/// One sample's value from the OpenMetrics text, e.g. `eventwire_queued_publishes`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_show_connections_by_state_queue_depth_bytes_and_delivery_lag() {
+    let mut cfg = config();
+    cfg.queue_capacity = 1000;
+    let t = TestHub::start(cfg).await;
+    let scrape = || async { t.get("/metrics", None, &[]).await.text().await.unwrap() };
+    let mut reader = t.subscribe("?clientId=reader").await;
+    let _stalled = common::stalled_subscriber(&t, "?clientId=stalled").await;
+    // Three sockets that never send a request are pending connections, as is the scraper's.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(
+            tokio::net::TcpStream::connect(t.base.trim_start_matches("http://"))
+                .await
+                .unwrap(),
+        );
+    }
+    let before = scrape().await;
+    assert_eq!(
+        sample(&before, r#"eventwire_connections{state="stream"}"#),
+        2.0
+    );
+    assert!(
+        sample(&before, r#"eventwire_connections{state="pending"}"#) >= 4.0,
+        "{before}"
+    );
+    let bytes_before = sample(&before, "eventwire_stream_bytes_written_total");
+    assert!(bytes_before > 0.0, "the opening frames count");
+
+    // Enough to fill the stalled reader's socket buffers: the rest waits in its queue.
+    let payload = "x".repeat(16 * 1024);
+    for _ in 0..40 {
+        t.publish_ok(json!({"event": "big", "data": payload})).await;
+    }
+    for _ in 0..40 {
+        assert_eq!(reader.next().await.event, "big");
+    }
+    let after = scrape().await;
+    let bytes_after = sample(&after, "eventwire_stream_bytes_written_total");
+    assert!(
+        bytes_after - bytes_before >= 40.0 * 16.0 * 1024.0,
+        "{after}"
+    );
+    let queued = sample(&after, "eventwire_queued_publishes");
+    assert!(queued >= 1.0, "the stalled reader's queue: {after}");
+    assert_eq!(sample(&after, "eventwire_queued_publishes_max"), queued);
+    // Every publish was written to the reader at least, each observed once.
+    assert!(
+        sample(&after, "eventwire_delivery_lag_seconds_count") >= 40.0,
+        "{after}"
+    );
+    assert!(after.contains("# HELP eventwire_delivery_lag_seconds "));
+    drop(silent);
+}
