@@ -18,10 +18,12 @@
 #   terser on the JS glue         (same file name and exports; the .d.ts keeps the docs)
 # then prints the gzip -9 size (`gzip -9 -n`: no file name or time in the header, as a server
 # sends it) of the wasm and of the JS glue, and FAILS when the total is over the budget of
-# 20,608 bytes (EVENTWIRE_SIZE_BUDGET overrides it). It was 20,480 until the `EventSource`
+# 20,672 bytes (EVENTWIRE_SIZE_BUDGET overrides it). It was 20,480 until the `EventSource`
 # and `shareAcrossTabs` options and the `leader` lifecycle name took the last bytes (20,253
-# -> 20,490); what governs the package is scripts/build-npm.sh's gate on everything a page
-# loads, which this budget stays inside.
+# -> 20,490), then 20,608 until `getTicket` (+163 B: the option, the `ticket_failed` kind and
+# error, a provider always called from a promise; 20,490 -> 20,653) went past it by 45 B, so
+# it rose by 64 B; what governs the package is scripts/build-npm.sh's gate on everything a
+# page loads, which this budget stays inside.
 #
 # What each change bought (total gzip -9 of wasm + JS, measured with this script):
 #   44.4 KB  start (dlmalloc, format!/Display everywhere, gloo closures per listener/timer,
@@ -75,6 +77,8 @@
 #            arguments get their own error kind (20,253 B)
 #   20.0 KB  the `EventSource` option (one `Reflect.construct` for the global class or the
 #            given one), `shareAcrossTabs` checked here, `leader` a lifecycle name (20,490 B)
+#   20.2 KB  `getTicket` (a fresh single-use ticket in the URL for every attempt), its
+#            `ticket_failed` error kind and typed error with the `cause` (20,653 B)
 #   What is left is the client core itself; `twiggy top` on a build with names (wasm-opt -g)
 #   shows no single item above 3.3 KB (createClient, with option parsing inlined).
 #
@@ -87,7 +91,7 @@ cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export CARGO_TARGET_DIR="$TARGET_DIR"
 OUT="${1:-$TARGET_DIR/client-wasm-pkg}"
-BUDGET="${EVENTWIRE_SIZE_BUDGET:-20608}"
+BUDGET="${EVENTWIRE_SIZE_BUDGET:-20672}"
 export PATH="$ROOT/.tools/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 
 if ! command -v wasm-bindgen >/dev/null || [[ ! -x "$ROOT/.tools/npm/node_modules/.bin/wasm-opt" ]]; then

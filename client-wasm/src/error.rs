@@ -33,6 +33,13 @@ pub enum Error {
         /// What it must be.
         reason: &'static str,
     },
+    /// `getTicket` threw, rejected, or resolved to something other than a non-empty string.
+    /// Never thrown: the client counts it as a failed attempt and retries on its backoff;
+    /// the `error` event (kind [`ErrorKind::TicketFailed`](crate::ErrorKind::TicketFailed))
+    /// carries it as its `error` field, with what `getTicket` threw as the `cause`. The text is
+    /// that event's message.
+    #[error("{}", self.message())]
+    TicketFailed(String),
     /// An event's data could not be decoded into the listener's type.
     #[error("{}", self.message())]
     Decode {
@@ -44,13 +51,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// Every [`Error::kind`] the JavaScript API can throw (`Decode` is the Rust API's only).
-    /// The npm package's `EventwireErrorType` must list them (`tests/contract.rs` checks it).
-    pub const JS_KINDS: [&'static str; 4] = [
+    /// Every [`Error::kind`] the JavaScript API throws or hands to `error` listeners
+    /// (`Decode` is the Rust API's only). The npm package's `EventwireErrorType` must list
+    /// them (`tests/contract.rs` checks it).
+    pub const JS_KINDS: [&'static str; 5] = [
         "invalid_option",
         "unknown_option",
         "invalid_url",
         "invalid_argument",
+        "ticket_failed",
     ];
 
     /// Shorthand for [`Error::InvalidOption`].
@@ -73,6 +82,7 @@ impl Error {
             Self::InvalidArgument { argument, reason } => {
                 cat(&["eventwire: invalid argument `", argument, "`: ", reason])
             }
+            Self::TicketFailed(reason) => cat(&["eventwire: ", reason]),
             Self::Decode { event, reason } => {
                 cat(&["eventwire: cannot decode `", event, "` event: ", reason])
             }
@@ -89,6 +99,7 @@ impl Error {
             Self::UnknownOption(_) => "unknown_option",
             Self::InvalidUrl(_) => "invalid_url",
             Self::InvalidArgument { .. } => "invalid_argument",
+            Self::TicketFailed(_) => "ticket_failed",
             Self::Decode { .. } => "decode",
         }
     }
@@ -98,6 +109,7 @@ impl Error {
         match self {
             Self::InvalidOption { option, .. } | Self::UnknownOption(option) => Some(option),
             Self::InvalidUrl(_) => Some("url"),
+            Self::TicketFailed(_) => Some("getTicket"),
             Self::InvalidArgument { .. } | Self::Decode { .. } => None,
         }
     }
@@ -129,6 +141,7 @@ mod tests {
                 argument: "a",
                 reason: "b",
             },
+            Error::TicketFailed("a".into()),
             Error::Decode {
                 event: "a".into(),
                 reason: "b".into(),
@@ -163,6 +176,10 @@ mod tests {
             (
                 Error::InvalidUrl("the URL is empty".into()),
                 "eventwire: invalid option `url`: the URL is empty",
+            ),
+            (
+                Error::TicketFailed("getTicket failed: offline".into()),
+                "eventwire: getTicket failed: offline",
             ),
             (
                 Error::Decode {

@@ -27,8 +27,10 @@
 //! carrying the last event id as the `lastEventId` query parameter so the hub replays what was
 //! missed (an empty `id:` line resets that id, as the HTML spec says); reconnect after the hub's
 //! `__shutdown` / `__error` hint, on `online` and when a hidden page comes back; a watchdog for
-//! half-open connections; tokens refreshed before every connect. The wire contract is the
-//! repository's `docs/PROTOCOL.md`.
+//! half-open connections; tokens refreshed before every connect, or with `getTicket` a fresh
+//! single-use ticket from the hub's `POST /tickets` for every attempt, so that no token travels
+//! in a URL (proxies and access logs keep URLs; `EventSource` cannot send headers). The wire
+//! contract is the repository's `docs/PROTOCOL.md`.
 //!
 //! Every connection asks the hub for `__heartbeat` events (`heartbeat=event`: page code never
 //! sees SSE comments), and the watchdog's default (2.5 × the `heartbeatSecs` that
@@ -60,7 +62,7 @@
 //!
 //! # Size
 //! The JavaScript build (`scripts/build-client-wasm.sh`) is about 20 KB gzip, wasm and JS glue
-//! together; the script fails above 20,608 bytes. That script's header lists what each change
+//! together; the script fails above 20,672 bytes. That script's header lists what each change
 //! bought.
 //!
 //! # Features

@@ -19,6 +19,9 @@
 //! - `__shutdown` / `__error` close the stream and reconnect after at least the hinted delay;
 //! - the last event id is the `lastEventId` of the last dispatched event, exactly as the
 //!   `EventSource` reports it: an empty `id:` line resets it (HTML spec);
+//! - with `getTicket`, every attempt starts with a fresh ticket (they are single use) in the
+//!   `ticket` query parameter, never a token; a ticket that does not come is a failed attempt
+//!   (kind `ticket_failed`) on the same backoff;
 //! - `online`, or a hidden page made visible while the connection is down, reconnect at once;
 //! - the watchdog treats a connection that received nothing for the heartbeat timeout as dead;
 //!   every connection asks for `__heartbeat` events (`heartbeat=event`), and the default
@@ -82,15 +85,19 @@ pub enum ErrorKind {
     RetriesExhausted,
     /// The hub ended the stream on purpose (`__error`) or reported an error.
     Server,
+    /// `getTicket` threw, rejected or resolved to no ticket: a failed attempt, retried on the
+    /// backoff like any other.
+    TicketFailed,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Connection,
         Self::Decode,
         Self::RetriesExhausted,
         Self::Server,
+        Self::TicketFailed,
     ];
 
     /// The kind named by [`ErrorKind::as_str`]'s string.
@@ -105,6 +112,7 @@ impl ErrorKind {
             Self::Decode => "decode",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Server => "server",
+            Self::TicketFailed => "ticket_failed",
         }
     }
 }
@@ -153,11 +161,12 @@ pub enum Input {
     Reconnect,
     /// The app called `close()`.
     Close,
-    /// The token for connection `seq` is ready (`Ok(None)`: no token), or `getToken` failed.
+    /// What `getToken` (or `getTicket`) answered for connection `seq`: a string, nothing
+    /// (`Ok(None)`: no token; for `getTicket` a failure), or the failure's message.
     TokenReady {
         /// The `seq` of the [`Command::FetchToken`] it answers.
         seq: u64,
-        /// The token, or the failure's message.
+        /// The token or ticket, or the failure's message.
         token: Result<Option<String>, String>,
     },
     /// The `EventSource` fired `open`.
@@ -225,7 +234,8 @@ pub enum Input {
 /// Something to do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Get a token (call `getToken`), then answer [`Input::TokenReady`] with this `seq`.
+    /// Get a token or a ticket (call `getToken` or `getTicket`), then answer
+    /// [`Input::TokenReady`] with this `seq`.
     FetchToken {
         /// Identifies this attempt; stale answers are ignored.
         seq: u64,
@@ -401,8 +411,12 @@ impl Machine {
                 if !self.is_current(seq) {
                     return;
                 }
-                match token {
+                // An empty string is no token; a ticket is required.
+                let ticket = self.options.has_get_ticket;
+                match token.map(|t| t.filter(|t| !t.is_empty())) {
+                    Ok(None) if ticket => self.ticket_failed("expected a non-empty string", out),
                     Ok(token) => self.open_source(token, out),
+                    Err(message) if ticket => self.ticket_failed(&message, out),
                     Err(message) => self.lost(
                         None,
                         ErrorKind::Connection,
@@ -546,13 +560,13 @@ impl Machine {
         }
     }
 
-    /// Starts a connection attempt: token first, then the source.
+    /// Starts a connection attempt: token or ticket first, then the source.
     fn start(&mut self, out: &mut impl Io) {
         self.phase = Phase::Connecting;
         self.seq += 1;
         self.opened_at = None;
         self.set_state(ReadyState::Connecting, out);
-        if self.options.has_get_token {
+        if self.options.has_get_token || self.options.has_get_ticket {
             out.run(Command::FetchToken { seq: self.seq });
         } else {
             let token = self.options.token.clone();
@@ -560,15 +574,27 @@ impl Machine {
         }
     }
 
+    /// `getTicket` gave no ticket: a failed attempt, announced with kind `ticket_failed`.
+    fn ticket_failed(&mut self, why: &str, out: &mut impl Io) {
+        let message = cat(&["getTicket failed: ", why]);
+        self.lost(None, ErrorKind::TicketFailed, message, None, out);
+    }
+
+    /// Opens the `EventSource`; `token` is the token, or with `getTicket` the ticket.
     fn open_source(&mut self, token: Option<String>, out: &mut impl Io) {
         let topics = comma_list(&self.options.topics);
         let events = comma_list(&self.options.events);
+        let credential = if self.options.has_get_ticket {
+            "ticket"
+        } else {
+            "token"
+        };
         let params = [
             ("clientId", self.options.client_id.as_deref().unwrap_or("")),
             ("topics", topics.as_str()),
             ("events", events.as_str()),
             ("lastEventId", self.last_event_id.as_deref().unwrap_or("")),
-            ("token", token.as_deref().unwrap_or("")),
+            (credential, token.as_deref().unwrap_or("")),
             // Page code never sees SSE comments: ask for heartbeats the watchdog can see.
             ("heartbeat", "event"),
         ];
@@ -785,6 +811,68 @@ mod tests {
             attempt: 1,
             delay_ms: 100
         }));
+    }
+
+    #[test]
+    fn get_ticket_runs_before_every_attempt_and_its_failures_back_off_without_giving_up() {
+        // With a token and getToken too: the ticket wins, no token goes anywhere.
+        let mut m = machine(Options {
+            has_get_ticket: true,
+            has_get_token: true,
+            token: Some("secret".into()),
+            backoff: Backoff {
+                max_attempts: u32::MAX,
+                ..opts().backoff
+            },
+            ..opts()
+        });
+        let ticket = |m: &mut Machine, seq, token| run(m, Input::TokenReady { seq, token });
+        let cmds = run(&mut m, Input::Connect);
+        assert_eq!(cmds.last(), Some(&Command::FetchToken { seq: 1 }));
+        let cmds = ticket(&mut m, 1, Ok(Some("k1".into())));
+        // The ticket stands in for the token: `ticket=`, never `token=`.
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?ticket=k1&heartbeat=event")
+        );
+        let _ = run(&mut m, Input::Opened { now_ms: 0.0 });
+        let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
+        // Single use: the reconnect asks for a new one.
+        let cmds = run(&mut m, Input::RetryTimerFired);
+        assert_eq!(cmds.last(), Some(&Command::FetchToken { seq: 2 }));
+        // A rejection, nothing, an empty string: each a failed attempt, announced and retried.
+        let failures: [(Result<Option<String>, String>, &str); 3] = [
+            (Err("offline".into()), "getTicket failed: offline"),
+            (Ok(None), "getTicket failed: expected a non-empty string"),
+            (
+                Ok(Some(String::new())),
+                "getTicket failed: expected a non-empty string",
+            ),
+        ];
+        for (i, (answer, message)) in failures.into_iter().enumerate() {
+            let seq = i as u64 + 2;
+            let cmds = ticket(&mut m, seq, answer);
+            assert!(url_of(&cmds).is_none());
+            let error = Lifecycle::Error {
+                kind: ErrorKind::TicketFailed,
+                message: message.into(),
+            };
+            let attempt = i as u32 + 2;
+            let delay_ms = (100 << (attempt - 1)).min(1_000);
+            assert_eq!(
+                emits(&cmds),
+                [error, Lifecycle::Reconnecting { attempt, delay_ms }]
+            );
+            let cmds = run(&mut m, Input::RetryTimerFired);
+            assert_eq!(cmds.last(), Some(&Command::FetchToken { seq: seq + 1 }));
+        }
+        let cmds = ticket(&mut m, 5, Ok(Some("k2".into())));
+        assert_eq!(
+            url_of(&cmds).as_deref(),
+            Some("http://hub/events?ticket=k2&heartbeat=event")
+        );
+        let cmds = run(&mut m, Input::Opened { now_ms: 2.0 });
+        assert!(emits(&cmds).contains(&Lifecycle::Open));
     }
 
     #[test]

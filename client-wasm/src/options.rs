@@ -42,7 +42,7 @@ pub enum OptionValue {
     Array(Vec<OptionValue>),
     /// A plain object, its own enumerable keys in order.
     Object(Vec<(String, OptionValue)>),
-    /// A function (only `getToken` takes one; the glue keeps the function itself).
+    /// A function (`getToken`, `getTicket`, `EventSource`; the glue keeps the function itself).
     Function,
     /// Anything else, with its name for messages (`a symbol`).
     Other(&'static str),
@@ -148,11 +148,16 @@ pub struct Options {
     pub topics: Vec<String>,
     /// `events`: the hub-side type filter (`events` query parameter).
     pub events: Vec<String>,
-    /// `token`: a fixed token for the `token` query parameter (ignored when a `getToken`
-    /// function is given).
+    /// `token`: a fixed token for the `token` query parameter (ignored when a `getToken` or
+    /// `getTicket` function is given).
     pub token: Option<String>,
     /// Whether a `getToken` function was given.
     pub has_get_token: bool,
+    /// Whether a `getTicket` function was given: called before every connect and reconnect,
+    /// its string goes in the `ticket` query parameter (a single-use ticket from the hub's
+    /// `POST /tickets`), so no token travels in the URL. It wins over `token` and `getToken`,
+    /// which are then neither called nor sent.
+    pub has_get_ticket: bool,
     /// Whether an `EventSource` implementation was given (the glue keeps it; without one the
     /// global `EventSource` is used).
     pub has_event_source: bool,
@@ -182,6 +187,7 @@ impl Default for Options {
             events: Vec::new(),
             token: None,
             has_get_token: false,
+            has_get_ticket: false,
             has_event_source: false,
             share_across_tabs: false,
             last_event_id: None,
@@ -248,7 +254,7 @@ type Spec = (&'static str, Kind, Apply);
 
 /// The options `createClient` accepts: one table drives parsing, unknown-key detection and
 /// the messages (a table instead of code per option keeps the JavaScript build small).
-const OPTIONS: [Spec; 13] = [
+const OPTIONS: [Spec; 14] = [
     ("clientId", Kind::Text, |o, r| {
         o.client_id = Some(take(&mut r.text))
     }),
@@ -258,6 +264,7 @@ const OPTIONS: [Spec; 13] = [
         o.token = Some(take(&mut r.text)).filter(|t| !t.is_empty());
     }),
     ("getToken", Kind::Function, |o, _| o.has_get_token = true),
+    ("getTicket", Kind::Function, |o, _| o.has_get_ticket = true),
     ("lastEventId", Kind::Text, |o, r| {
         o.last_event_id = Some(take(&mut r.text)).filter(|t| !t.is_empty());
     }),
@@ -308,7 +315,7 @@ const fn names<const N: usize>(specs: &[Spec; N]) -> [&'static str; N] {
 }
 
 /// The option names `createClient` accepts.
-pub const KNOWN_OPTIONS: [&str; 13] = names(&OPTIONS);
+pub const KNOWN_OPTIONS: [&str; 14] = names(&OPTIONS);
 
 /// The keys of the `backoff` option.
 pub const KNOWN_BACKOFF_OPTIONS: [&str; 5] = names(&BACKOFF_OPTIONS);
@@ -573,7 +580,7 @@ mod tests {
         assert!(err(vec![("nope", OptionValue::Null)]).contains("`nope`"));
         let e = backoff_err("initialDelay", OptionValue::Number(1.0));
         assert_eq!(e, "eventwire: unknown option `backoff.initialDelay`");
-        assert_eq!(KNOWN_OPTIONS.len(), 13);
+        assert_eq!(KNOWN_OPTIONS.len(), 14);
         assert!(KNOWN_OPTIONS.contains(&"getToken") && KNOWN_BACKOFF_OPTIONS.contains(&"jitter"));
     }
 
@@ -621,6 +628,7 @@ mod tests {
         assert!(err(vec![("clientId", s("a\u{7}b"))]).contains("`clientId`"));
         assert!(err(vec![("lastEventId", s("1\n2"))]).contains("`lastEventId`"));
         assert!(err(vec![("getToken", s("abc"))]).contains("`getToken`: expected a function"));
+        assert!(err(vec![("getTicket", s("abc"))]).contains("`getTicket`: expected a function"));
         assert!(err(vec![("EventSource", s("x"))]).contains("`EventSource`: expected a function"));
         assert!(err(vec![("shareAcrossTabs", n(1.0))])
             .contains("`shareAcrossTabs`: expected a boolean"));
@@ -628,6 +636,12 @@ mod tests {
         assert!(err(vec![("token", n(5.0))]).contains("`token`: expected a string"));
         assert!(err(vec![("backoff", n(1.0))]).contains("`backoff`: expected an object"));
         assert!(err(vec![("backoff", OptionValue::Array(vec![]))]).contains("`backoff`"));
+    }
+
+    #[test]
+    fn get_ticket_is_a_function() {
+        let o = parse(vec![("getTicket", OptionValue::Function)]);
+        assert!(o.is_ok_and(|o| o.has_get_ticket && !o.has_get_token));
     }
 
     #[test]

@@ -18,7 +18,8 @@ import type {
 /**
  * The error the SDK throws: bad options or a malformed URL (`createClient`), a bad argument
  * (`on`, `once`, `addEventListener`, `removeEventListener`), or a page that cannot run the SDK.
- * `type` says which; `option` names the offending option when there is one.
+ * `type` says which; `option` names the offending option when there is one. One is never
+ * thrown: `ticket_failed`, the `error` of an `error` event when `getTicket` gave no ticket.
  */
 export class EventwireError extends Error {
   /** What went wrong. */
@@ -86,25 +87,20 @@ export function ready(): Promise<void> {
   return loading;
 }
 
-/** The `type`s the wasm SDK puts on the errors it throws (`Error::kind` in client-wasm). */
-const WASM_ERROR_TYPES: readonly EventwireErrorType[] = [
-  "invalid_option",
-  "unknown_option",
-  "invalid_url",
-  "invalid_argument",
-];
-
-/** Turns an error thrown by the wasm SDK into an {@link EventwireError}. */
+/**
+ * Turns an error made by the wasm SDK (an `Error` with a string `type`: `Error::kind` in
+ * client-wasm, whose names `client-wasm/tests/contract.rs` checks against
+ * {@link EventwireErrorType}) into an {@link EventwireError}. Its `cause` is the wasm's error,
+ * or for `ticket_failed` what `getTicket` threw or gave.
+ */
 function fromWasm(error: unknown): unknown {
-  if (!(error instanceof Error)) return error;
-  const { type, option } = error as Error & { type?: unknown; option?: unknown };
-  if (typeof type !== "string" || !WASM_ERROR_TYPES.includes(type as EventwireErrorType)) {
-    return error;
-  }
-  return new EventwireError(type as EventwireErrorType, error.message, {
-    option: typeof option === "string" ? option : undefined,
-    cause: error,
-  });
+  const { type, option, cause } = error as { type?: unknown; option?: string; cause?: unknown };
+  return error instanceof Error && typeof type == "string"
+    ? new EventwireError(type as EventwireErrorType, error.message, {
+        option,
+        cause: "cause" in error ? cause : error,
+      })
+    : error;
 }
 
 type AnyClient = EventwireClient<EventMap>;
@@ -123,6 +119,11 @@ function wasmClient(url: string, options: ClientOptions | undefined): AnyClient 
   } catch (error) {
     throw fromWasm(error);
   }
+  // Listened to first, so every `error` listener sees the `error` field (getTicket's
+  // failure) as an EventwireError.
+  client.on("error", (event: { error?: unknown }) => {
+    if (event.error) event.error = fromWasm(event.error);
+  });
   const own = client as unknown as Record<string, Method>;
   for (const name of CHECKED_METHODS) {
     const method = own[name]!;
@@ -355,8 +356,11 @@ function sharedClient(
     if (!real || forwarders.has(type) || type == "leader") return;
     forwarders.set(
       type,
-      real.on(type, (event: { id?: unknown }) => {
-        post({ k: "e", t: type, e: event, s: snapshot() });
+      real.on(type, (event: { id?: unknown; error?: EventwireError }) => {
+        // An error's `cause` may not survive structured cloning: its type, message and option go.
+        const { error } = event;
+        const e = error ? { ...event, error: [error.type, error.message, { option: error.option }] } : event;
+        post({ k: "e", t: type, e, s: snapshot() });
         receive(type, event);
       }),
     );
@@ -409,7 +413,10 @@ function sharedClient(
       const was = state[0];
       state = message.s;
       if (message.k == "e") {
-        receive(message.t, message.e as object);
+        const event = message.e as { id?: unknown; error?: unknown };
+        const error = event.error as ConstructorParameters<typeof EventwireError> | undefined;
+        if (error) event.error = new EventwireError(...error);
+        receive(message.t, event);
       } else {
         // A tab joining a connection that is already open learns it from a snapshot.
         if (was !== state[0]) {
@@ -506,8 +513,8 @@ function sharedClient(
     probe.close();
     make = create;
     const o = options;
-    // What must be equal for tabs to share (getToken and EventSource: whether given).
-    name = `eventwire ${JSON.stringify([href, o.clientId, o.topics, o.events, o.token, o.lastEventId, !!o.withCredentials, o.heartbeatTimeoutMs, o.backoff, !o.getToken, !o.EventSource])}`;
+    // What must be equal for tabs to share (getToken, getTicket and EventSource: whether given).
+    name = `eventwire ${JSON.stringify([href, o.clientId, o.topics, o.events, o.token, o.lastEventId, !!o.withCredentials, o.heartbeatTimeoutMs, o.backoff, !o.getToken, !o.getTicket, !o.EventSource])}`;
     if (!idle) join();
   };
   const fail = (kind: string, message: string) => {

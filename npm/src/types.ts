@@ -5,6 +5,8 @@
  * @packageDocumentation
  */
 
+import type { EventwireError } from "./client.js";
+
 /** `0` connecting (or waiting to reconnect), `1` open, `2` closed, as in `EventSource`. */
 export type ReadyState = 0 | 1 | 2;
 
@@ -34,10 +36,32 @@ export interface ClientOptions {
   topics?: string[];
   /** Event types to receive (filtered by the hub). System events always arrive. */
   events?: string[];
-  /** A JWT, sent as the `token` query parameter. */
+  /** A JWT, sent as the `token` query parameter (proxies and access logs keep URLs: prefer `getTicket`). */
   token?: string;
   /** Called before every connect and reconnect, so short-lived tokens refresh. */
   getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /**
+   * Called before every connect and reconnect for a single-use ticket, sent as the `ticket`
+   * query parameter instead of a token, so no token travels in a URL (`EventSource` cannot
+   * send headers). Get it from the hub's `POST /tickets` with the token in an
+   * `Authorization: Bearer` header, or from your own backend. A throw, a rejection or anything
+   * but a non-empty string is a failed attempt: an `error` event of kind `ticket_failed`
+   * (its `error` an {@link EventwireError} whose `cause` is what was thrown), then a retry on
+   * the backoff. Excludes `token` and `getToken`.
+   *
+   * @example
+   * ```ts
+   * getTicket: async () => {
+   *   const res = await fetch("https://hub.example/tickets", {
+   *     method: "POST",
+   *     headers: { Authorization: `Bearer ${await myToken()}` },
+   *   });
+   *   if (!res.ok) throw new Error(`tickets: ${res.status}`);
+   *   return (await res.json()).ticket;
+   * }
+   * ```
+   */
+  getTicket?: () => string | Promise<string>;
   /** Start after this event id (the hub replays what came after it). */
   lastEventId?: string;
   /** Passed to `EventSource` (cookies on cross-origin hubs). Default false. */
@@ -61,8 +85,9 @@ export interface ClientOptions {
    * receive its events, lifecycle events and state through a `BroadcastChannel`; when it
    * goes, the next tab leads and resumes from the last id it handed out. Compared: the
    * resolved URL, `clientId`, `topics`, `events`, `token`, `lastEventId`, `withCredentials`,
-   * `heartbeatTimeoutMs`, `backoff`, and whether `getToken` and `EventSource` are given
-   * (functions cannot be compared: `getToken` runs in the leading tab only). Where Web Locks
+   * `heartbeatTimeoutMs`, `backoff`, and whether `getToken`, `getTicket` and `EventSource`
+   * are given (functions cannot be compared: `getToken` and `getTicket` run in the leading
+   * tab only, so give every tab one that works). Where Web Locks
    * or `BroadcastChannel` are missing, each tab connects on its own. Default false.
    */
   shareAcrossTabs?: boolean;
@@ -86,15 +111,16 @@ export interface EventwireEvent<T = unknown> {
 
 /**
  * `error` lifecycle event kinds: the SDK's (`connection`, `decode`, `retries_exhausted`,
- * `server`), and two of a client created before the WebAssembly module was ready, which then
- * ends CLOSED: `invalid_options` (its options were refused once checked) and
- * `unsupported_environment` (the module could not be loaded).
+ * `server`, `ticket_failed`: `getTicket` gave no ticket), and two of a client created before
+ * the WebAssembly module was ready, which then ends CLOSED: `invalid_options` (its options
+ * were refused once checked) and `unsupported_environment` (the module could not be loaded).
  */
 export type ClientErrorKind =
   | "connection"
   | "decode"
   | "retries_exhausted"
   | "server"
+  | "ticket_failed"
   | "invalid_options"
   | "unsupported_environment";
 
@@ -108,8 +134,12 @@ export interface LifecycleEvents {
   reconnecting: { type: "reconnecting"; attempt: number; delayMs: number };
   /** The hub's history did not reach back far enough: events were lost; refetch your state. */
   gap: EventwireEvent<{ lastEventId: string; oldestAvailableId: string | null }> & { type: "gap" };
-  /** Something went wrong. */
-  error: { type: "error"; kind: ClientErrorKind; message: string };
+  /**
+   * Something went wrong. With kind `ticket_failed`, `error` is the {@link EventwireError}
+   * (type `ticket_failed`, option `getTicket`, `cause` what `getTicket` threw; in a tab that
+   * receives a shared connection, without `cause`).
+   */
+  error: { type: "error"; kind: ClientErrorKind; message: string; error?: EventwireError };
   /** With `shareAcrossTabs`: this tab's role, or the number of tabs sharing, changed. */
   leader: { type: "leader"; leader: boolean; tabs: number };
 }
@@ -203,11 +233,14 @@ export interface EventwireClient<M extends EventMap = EventMap> {
 /**
  * What went wrong, in {@link EventwireError.type}: the SDK's own error kinds (checked against
  * the Rust side by `client-wasm/tests/contract.rs`), and `unsupported_environment` from this
- * package (no browser, or the wasm failed to load).
+ * package (no browser, or the wasm failed to load). All are thrown but `ticket_failed`
+ * (`getTicket` threw, rejected or gave no string), which is never thrown: it is the `error`
+ * of an `error` event, and the client retries.
  */
 export type EventwireErrorType =
   | "invalid_option"
   | "unknown_option"
   | "invalid_url"
   | "invalid_argument"
+  | "ticket_failed"
   | "unsupported_environment";

@@ -43,9 +43,11 @@ function run(cmd, args, cwd) {
   return result.stdout;
 }
 
-async function startHub() {
-  const proc = spawn(HUB_BIN, ["--dev", "--listen", "127.0.0.1:0", "--heartbeat-secs", "2"], {
+/** Starts a hub (in dev mode unless `args` say otherwise) on a free port. */
+async function startHub(args = ["--dev"], env = {}) {
+  const proc = spawn(HUB_BIN, [...args, "--listen", "127.0.0.1:0", "--heartbeat-secs", "2"], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
   });
   proc.stderr.resume();
   const url = await new Promise((resolve, reject) => {
@@ -784,6 +786,158 @@ test("shareAcrossTabs without Web Locks: one connection per tab, still working",
   await expectEveryEventOnce(tabs, 2, "no locks");
   assert.deepEqual(errors, []);
   await context.close();
+});
+
+// getTicket against a hub with auth on (HS256): tokens minted with `eventwire token`, tickets
+// from the hub's POST /tickets (single use, token in the Authorization header), the test
+// pages' origin allowed with --cors-origins. The pages get the user's token in their own URL
+// (tests/npm/plain/ticket.html), which only this test's static server sees.
+const SECRET = "eventwire-npm-tests-secret-at-least-32-bytes";
+
+/** A token the secured hub accepts (`eventwire token`, signed with SECRET). */
+function mint(...args) {
+  return execFileSync(HUB_BIN, ["token", ...args, "--ttl", "10m"], {
+    encoding: "utf8",
+    env: { ...process.env, EVENTWIRE_JWT_SECRET: SECRET },
+  }).trim();
+}
+
+test("getTicket: a fresh ticket for every connect and reconnect, never a token in a URL; failures are typed, back off, then connect", async (t) => {
+  const secured = await startHub(["--cors-origins", serverUrl, "--retry-ms", "100"], {
+    EVENTWIRE_JWT_SECRET: SECRET,
+  });
+  const admin = mint("--sub", "ops", "--role", "admin");
+  const alice = mint("--sub", "alice");
+  const asAdmin = (route, body) =>
+    fetch(`${secured.url}${route}`, {
+      method: body ? "POST" : "GET",
+      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+      body: body && JSON.stringify(body),
+    }).then((res) => res.json());
+  const clientOf = async (id) => (await asAdmin("/clients")).clients.find((c) => c.clientId === id);
+  const pageUrl = (query) => `${serverUrl}/plain/ticket.html?hub=${secured.url}&token=${alice}&${query}`;
+  const log = (page) => page.evaluate(() => window.log);
+  const opens = async (page) => (await log(page)).filter((l) => l[0] === "open").length;
+  try {
+    await t.test("connects with a ticket; a reconnect gets a fresh one; a spent ticket is refused", async () => {
+      const { page, context, errors } = await openPage(pageUrl("client=ticket-basic"));
+      await waitText(page, "#state", "connected");
+      const client = await clientOf("ticket-basic");
+      assert.equal(client?.userId, "alice", "the ticket stood for alice's token");
+      assert.equal(client.connections, 1);
+
+      // The hub cuts the connection: the SDK reconnects with a new ticket.
+      assert.equal((await asAdmin("/clients/drop", { clientId: "ticket-basic" })).dropped, 1);
+      await eventually("reconnected", async () => (await opens(page)) === 2 || (await log(page)));
+      const { urls, tickets, calls } = await page.evaluate(() => ({
+        urls: window.urls,
+        tickets: window.tickets,
+        calls: window.calls,
+      }));
+      assert.equal(calls, 2, "getTicket once per connect");
+      assert.equal(tickets.length, 2);
+      assert.notEqual(tickets[0], tickets[1], "the reconnect reused a ticket");
+      assert.equal(urls.length, 2);
+      urls.forEach((url, i) => {
+        const query = new URL(url).searchParams;
+        assert.equal(query.get("ticket"), tickets[i], url);
+        assert.equal(query.get("token"), null, `a token in ${url}`);
+        assert.ok(!url.includes(alice), `the token leaked into ${url}`);
+      });
+      // Single use: both tickets are spent, so reconnecting with an old one would fail.
+      for (const ticket of tickets) {
+        const res = await fetch(`${secured.url}/events?ticket=${encodeURIComponent(ticket)}`);
+        assert.equal(res.status, 401);
+        assert.equal((await res.json()).error.code, "invalid_ticket");
+      }
+      assert.equal((await clientOf("ticket-basic"))?.connections, 1);
+      assert.deepEqual(errors, []);
+      await context.close();
+    });
+
+    await t.test("getTicket that throws, then resolves to a number: ticket_failed, reconnecting, then connected", async () => {
+      const { page, context, errors } = await openPage(pageUrl("client=ticket-fail&plan=throw,number"));
+      await waitText(page, "#state", "connected");
+      const failed = "getTicket failed: ticket service down";
+      const noString = "getTicket failed: expected a non-empty string";
+      assert.deepEqual(await log(page), [
+        ["error", "ticket_failed", failed],
+        ["typed", true, "ticket_failed", "getTicket", `eventwire: ${failed}`, "ticket service down"],
+        ["reconnecting", 1],
+        ["error", "ticket_failed", noString],
+        ["typed", true, "ticket_failed", "getTicket", `eventwire: ${noString}`, 42],
+        ["reconnecting", 2],
+        ["open"],
+      ]);
+      // Failed attempts opened no EventSource; the third call's ticket did.
+      const { urls, calls, tickets } = await page.evaluate(() => ({
+        urls: window.urls,
+        calls: window.calls,
+        tickets: window.tickets,
+      }));
+      assert.equal(calls, 3);
+      assert.deepEqual(urls.map((u) => new URL(u).searchParams.get("ticket")), tickets);
+      assert.equal((await clientOf("ticket-fail"))?.connections, 1);
+      assert.deepEqual(errors, []);
+      await context.close();
+    });
+
+    await t.test("shareAcrossTabs: only the leading tab calls getTicket; its failure reaches the other tab typed", async () => {
+      const context = await browser.newContext();
+      const errors = [];
+      const tabs = [];
+      for (let i = 0; i < 2; i++) {
+        const page = await context.newPage();
+        page.on("pageerror", (err) => errors.push(`tab ${i}: ${err}`));
+        page.on("console", (msg) => msg.type() === "error" && errors.push(`tab ${i}: ${msg.text()}`));
+        await page.goto(pageUrl("client=ticket-share&share=1"));
+        tabs.push(page);
+      }
+      const roles = () => evalAll(tabs, () => [window.client.leader, window.client.tabs, window.client.readyState]);
+      await eventually("one tab leads, both open", async () => {
+        const now = await roles();
+        return (now.filter((r) => r[0]).length === 1 && now.every((r) => r[1] === 2 && r[2] === 1)) || now;
+      });
+      const leading = (await roles()).findIndex((r) => r[0]);
+      const [leader, follower] = [tabs[leading], tabs[1 - leading]];
+      assert.equal((await clientOf("ticket-share"))?.connections, 1);
+      assert.equal(await follower.evaluate(() => window.calls), 0, "the follower called getTicket");
+      const leaderCalls = await leader.evaluate(() => window.calls);
+      assert.equal(leaderCalls, 1);
+
+      // The leader's next getTicket throws: both tabs see the typed error, then the reconnect.
+      await leader.evaluate(() => window.plan.push("throw"));
+      await follower.evaluate(() => (window.log.length = 0));
+      assert.equal((await asAdmin("/clients/drop", { clientId: "ticket-share" })).dropped, 1);
+      await eventually("the follower saw the reconnect", async () => (await opens(follower)) === 1 || (await log(follower)));
+      const failed = "getTicket failed: ticket service down";
+      // The drop itself is an error of kind `server` (attempt 1), getTicket's the next one.
+      const seen = (await log(follower)).filter((l) => l[0] !== "error" || l[1] === "ticket_failed");
+      assert.deepEqual(seen, [
+        ["reconnecting", 1],
+        ["error", "ticket_failed", failed],
+        // No cause across tabs: what getTicket threw may not survive structured cloning.
+        ["typed", true, "ticket_failed", "getTicket", `eventwire: ${failed}`, null],
+        ["reconnecting", 2],
+        ["open"],
+      ]);
+      assert.equal(await leader.evaluate(() => window.calls), leaderCalls + 2);
+      assert.equal(await follower.evaluate(() => window.calls), 0);
+
+      // The leading tab goes: the other one leads and fetches its own ticket.
+      await leader.close();
+      await eventually("the other tab leads, open", async () => {
+        const [lead, , state] = await follower.evaluate(() => [window.client.leader, window.client.tabs, window.client.readyState]);
+        return (lead && state === 1) || [lead, state];
+      });
+      assert.equal(await follower.evaluate(() => window.calls), 1);
+      await eventually("one connection", async () => (await clientOf("ticket-share"))?.connections === 1);
+      assert.deepEqual(errors, []);
+      await context.close();
+    });
+  } finally {
+    secured.proc.kill("SIGTERM");
+  }
 });
 
 // Node and jsdom (a test runner's DOM): importing never throws; with no EventSource,

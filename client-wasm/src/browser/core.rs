@@ -4,11 +4,11 @@
 //!
 //! The core speaks JavaScript only: listeners are JS functions called with plain event
 //! objects (`{ type, data, raw, id }` for stream events, the lifecycle fields otherwise), and
-//! `getToken` is a JS function. The Rust API wraps Rust closures into JS functions and reads
-//! its typed events back from those objects, so the build JavaScript users get carries one
-//! dispatch path and no Rust-listener machinery. Payloads stay JS strings on their way to
-//! listeners (no UTF-8 round trip through wasm memory); only ids, types and system events are
-//! read into Rust.
+//! `getToken` / `getTicket` is a JS function. The Rust API wraps Rust closures into JS
+//! functions and reads its typed events back from those objects, so the build JavaScript users
+//! get carries one dispatch path and no Rust-listener machinery. Payloads stay JS strings on
+//! their way to listeners (no UTF-8 round trip through wasm memory); only ids, types and
+//! system events are read into Rust.
 //!
 //! Ownership: everything the browser can call back into (EventSource listeners, timers, the
 //! window's `online` and the document's `visibilitychange` listeners) is a handle
@@ -17,7 +17,9 @@
 //! `Inner::callback` (an event object for DOM events, a [`TimerKind`] number for timers), so
 //! a reconnect creates no closure; `close()` drops the handles, then the closure. Callbacks
 //! hold only a `Weak` reference, so dropping the client frees everything. User code
-//! (listeners, `getToken`) is never called while `Inner` is borrowed.
+//! (listeners, `getToken`, `getTicket`) is never called while `Inner` is borrowed, and
+//! `getToken` / `getTicket` always from a promise reaction, never inside `createClient` or a
+//! listener's call.
 
 use core::cell::{Ref, RefCell, RefMut};
 
@@ -67,7 +69,11 @@ pub(crate) struct Inner {
 /// The browser side of a client: carries out the machine's commands as they come ([`Io`]).
 pub(crate) struct Driver {
     listeners: Registry<Function>,
+    /// `getToken`, or `getTicket` (the machine knows which one it is).
     get_token: Option<Function>,
+    /// What the last `getToken`/`getTicket` call threw or resolved to when that was not a
+    /// string: the `cause` of the next `ticket_failed` error. Never a ticket.
+    cause: JsValue,
     /// The `EventSource` class: the `EventSource` option, or the global one (`undefined`
     /// where there is none: opening then fails like any other attempt).
     event_source: JsValue,
@@ -143,7 +149,7 @@ extern "C" {
     type Thenable;
 
     #[wasm_bindgen(method)]
-    fn then(this: &Thenable, resolve: &JsValue, reject: &JsValue);
+    fn then(this: &Thenable, resolve: &JsValue, reject: &JsValue) -> Thenable;
 }
 
 /// `target[key]` (`undefined` when absent).
@@ -246,6 +252,7 @@ impl Core {
                 io: Driver {
                     listeners: Registry::default(),
                     get_token,
+                    cause: JsValue::UNDEFINED,
                     event_source,
                     with_credentials,
                     source: None,
@@ -426,6 +433,10 @@ impl Core {
         }
     }
 
+    /// Calls `getToken` / `getTicket` for attempt `seq` and feeds its answer. It is called
+    /// from a resolved promise, so a synchronous throw is a rejection like any other, and the
+    /// `error` / `reconnecting` events of a failure reach listeners added after
+    /// `createClient`.
     fn fetch_token(&self, seq: u64) {
         let get_token = {
             let inner = self.inner();
@@ -434,42 +445,41 @@ impl Core {
             }
             inner.io.get_token.clone()
         };
-        let value = match get_token.map(|f| f.call0(&JsValue::UNDEFINED)) {
-            None => {
-                return self.feed(Input::TokenReady {
-                    seq,
-                    token: Ok(None),
-                })
-            }
-            Some(Err(e)) => {
-                return self.feed(Input::TokenReady {
-                    seq,
-                    token: Err(js_message(&e)),
-                })
-            }
-            Some(Ok(value)) => value,
+        // Always there when the machine asks (the option comes with its function).
+        let Some(get_token) = get_token else {
+            return;
         };
         let weak = Rc::downgrade(&self.0);
-        // One closure per token request, handed to JS with `into_js_value`: the garbage
-        // collector frees it once the promise has settled and let go of it. It is not owned
-        // by the client because the promise may settle after `close()` (then it does nothing).
-        // Same signature as the client's callback, so the wasm carries one closure shim.
-        let on_settled = Closure::<dyn Fn(JsValue, JsValue)>::new(move |ok: JsValue, value| {
-            let token = if ok.as_bool() == Some(true) {
-                token_value(&value)
-            } else {
-                Err(js_message(&value))
-            };
-            if let Some(rc) = weak.upgrade() {
+        // One closure per request, handed to JS with `into_js_value`: the garbage collector
+        // frees it once the promise has settled and let go of it. It is not owned by the
+        // client because the promise may settle after `close()` (then it does nothing). Same
+        // signature as the client's callback, so the wasm carries one closure shim.
+        let on_settled =
+            Closure::<dyn Fn(JsValue, JsValue)>::new(move |ok: JsValue, value: JsValue| {
+                let Some(rc) = weak.upgrade() else {
+                    return;
+                };
+                // Anything but a string is no token (and for `getTicket` a failure, whose cause
+                // is what was thrown or given).
+                let token = if ok.as_bool() == Some(true) {
+                    Ok(value.as_string())
+                } else {
+                    Err(js_message(&value))
+                };
+                if !matches!(token, Ok(Some(_))) {
+                    if let Ok(mut inner) = rc.try_borrow_mut() {
+                        inner.io.cause = value;
+                    }
+                }
                 Core(rc).feed(Input::TokenReady { seq, token });
-            }
-        })
-        .into_js_value();
+            })
+            .into_js_value();
         let on_settled: &Function = on_settled.unchecked_ref();
         let resolved: JsValue = on_settled.bind1(&JsValue::NULL, &JsValue::TRUE).into();
         let rejected: JsValue = on_settled.bind1(&JsValue::NULL, &JsValue::FALSE).into();
-        js_sys::Promise::resolve(&value)
+        js_sys::Promise::resolve(&JsValue::UNDEFINED)
             .unchecked_ref::<Thenable>()
+            .then(&get_token, &JsValue::UNDEFINED)
             .then(&resolved, &rejected);
     }
 
@@ -589,6 +599,7 @@ impl Core {
         #[cfg(feature = "std")]
         io.owned.clear();
         io.get_token = None;
+        io.cause = JsValue::UNDEFINED;
         // Last: nothing refers to it any more. Safe even when `close()` runs inside it (a
         // listener that closes the client): wasm-bindgen frees it when that call returns.
         io.callback = None;
@@ -630,17 +641,6 @@ impl Core {
     }
 }
 
-/// What a token promise resolved to: a string, or nothing (`undefined`/`null`).
-fn token_value(value: &JsValue) -> Result<Option<String>, String> {
-    if value.is_undefined() || value.is_null() {
-        return Ok(None);
-    }
-    value
-        .as_string()
-        .map(Some)
-        .ok_or_else(|| "getToken must resolve to a string".to_owned())
-}
-
 /// The message of a thrown JS value: an `Error`'s `message`, or a thrown string.
 pub(crate) fn js_message(e: &JsValue) -> String {
     get(e, "message")
@@ -680,9 +680,21 @@ impl Io for Driver {
 }
 
 impl Driver {
-    /// Queues a lifecycle event for the listeners.
+    /// Queues a lifecycle event for the listeners. A `ticket_failed` error carries the error
+    /// itself as `error` (an `Error` of type `ticket_failed`, what `getTicket` threw as its
+    /// `cause`).
     fn emit(&mut self, event: &Lifecycle) {
         let (event_type, object) = lifecycle_object(event);
+        if let Lifecycle::Error {
+            kind: ErrorKind::TicketFailed,
+            message,
+        } = event
+        {
+            let error = JsValue::from(Error::TicketFailed(message.clone()));
+            let cause = core::mem::replace(&mut self.cause, JsValue::UNDEFINED);
+            set(&error, "cause", &cause);
+            set(&object, "error", &error);
+        }
         self.later.push(Later::Emit(event_type, object));
     }
 

@@ -109,10 +109,14 @@ pub fn create_client(url: JsValue, options: JsValue) -> Result<JsClient, JsValue
         .as_string()
         .ok_or_else(|| Error::InvalidUrl("expected a string".into()))?;
     let parsed = Options::parse(&options)?;
-    // `getToken`, when given, is a function (checked by the parser).
-    let get_token = parsed
-        .has_get_token
-        .then(|| get(&options, "getToken").unchecked_into::<Function>());
+    // `getTicket` or `getToken`, when given, is a function (checked by the parser);
+    // `getTicket` wins: no token goes in the URL then.
+    let provider = if parsed.has_get_ticket {
+        Some("getTicket")
+    } else {
+        parsed.has_get_token.then_some("getToken")
+    };
+    let get_token = provider.map(|key| get(&options, key).unchecked_into::<Function>());
     // `EventSource`, when given, is a function too; otherwise the global one.
     let event_source = if parsed.has_event_source {
         get(&options, "EventSource")

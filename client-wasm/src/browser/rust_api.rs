@@ -110,8 +110,27 @@ impl ClientEvent {
 /// A boxed future, as returned by a Rust token provider.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>>>>;
 
-/// A Rust `getToken`, as the JS function the core calls (returns a promise).
+/// A Rust `getToken` or `getTicket`, as the JS function the core calls (returns a promise).
 type TokenClosure = Closure<dyn Fn() -> Promise>;
+
+/// `f` as a JS function returning a promise (wasm-bindgen-futures, only in builds with the
+/// Rust API): `Ok(None)` resolves to `null`, `Err` rejects with the message.
+fn promise_fn<F, Fut>(f: F) -> TokenClosure
+where
+    F: Fn() -> Fut + 'static,
+    Fut: Future<Output = Result<Option<String>, String>> + 'static,
+{
+    Closure::new(move || {
+        let future = f();
+        wasm_bindgen_futures::future_to_promise(async move {
+            match future.await {
+                Ok(Some(token)) => Ok(JsValue::from(token)),
+                Ok(None) => Ok(JsValue::NULL),
+                Err(message) => Err(JsValue::from(message)),
+            }
+        })
+    })
+}
 
 /// Builds a [`Client`]; see [`Client::builder`].
 #[must_use = "call .build() to create the client"]
@@ -162,17 +181,29 @@ impl ClientBuilder {
         Fut: Future<Output = Result<Option<String>, String>> + 'static,
     {
         self.options.has_get_token = true;
-        // The core waits on promises: the future becomes one (wasm-bindgen-futures, only in
-        // builds with the Rust API).
-        self.get_token = Some(Closure::new(move || {
+        // `get_ticket` wins, whatever the order.
+        if !self.options.has_get_ticket {
+            self.get_token = Some(promise_fn(f));
+        }
+        self
+    }
+
+    /// `getTicket`: called before every connect and reconnect (tickets are single use); the
+    /// ticket it gives (from the hub's
+    /// [`POST /tickets`](https://github.com/eventwire/eventwire/blob/main/docs/PROTOCOL.md),
+    /// fetched by your app or your own backend) goes in the `ticket` query parameter, so no
+    /// token ever travels in the URL. An `Err` (or an empty ticket) is a failed attempt: an
+    /// `error` event of kind [`ErrorKind::TicketFailed`], then a retry on the backoff.
+    /// It wins over `token` and `get_token`, which are then neither called nor sent.
+    pub fn get_ticket<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: Future<Output = Result<String, String>> + 'static,
+    {
+        self.options.has_get_ticket = true;
+        self.get_token = Some(promise_fn(move || {
             let future = f();
-            wasm_bindgen_futures::future_to_promise(async move {
-                match future.await {
-                    Ok(Some(token)) => Ok(JsValue::from(token)),
-                    Ok(None) => Ok(JsValue::NULL),
-                    Err(message) => Err(JsValue::from(message)),
-                }
-            })
+            async move { future.await.map(Some) }
         }));
         self
     }
@@ -239,7 +270,7 @@ impl ClientBuilder {
 #[derive(Debug)]
 pub struct Client {
     core: Core,
-    /// The `getToken` closure the core calls; lives as long as the client.
+    /// The `getToken` or `getTicket` closure the core calls; lives as long as the client.
     _get_token: Option<TokenClosure>,
 }
 
