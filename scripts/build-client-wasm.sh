@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
+# Regenerates the committed wasm of the npm package, npm/wasm/ (eventwire_client_bg.wasm, its
+# JS glue eventwire_client.js and eventwire_client.d.ts), from client-wasm/:
+#
+#   bash scripts/build-client-wasm.sh          # writes npm/wasm/; commit it with the sources
+#   bash scripts/build-client-wasm.sh DIR      # writes DIR instead (tests, the CI check)
+#
+# The files are committed so that the demo and the npm package build with stable Rust and
+# Node alone (no nightly, no wasm-bindgen-cli: see scripts/demo.sh). scripts/test.sh rebuilds
+# them into a temporary directory and fails unless they are byte for byte the committed ones,
+# so the build is reproducible: every tool pinned (the nightly in wasm-toolchain.sh, the
+# wasm-bindgen CLI at Cargo.lock's version, binaryen 132.0.0 by install-tools.sh, terser by
+# npm/package-lock.json) and no machine path in the output (`-Z trim-paths`: sources appear
+# as `client-wasm/src/...` and `index.crates.io-<hash>/<crate>-<version>/...`, whatever the
+# checkout, CARGO_HOME or rustup directory). It installs what it lacks
+# (scripts/install-tools.sh --build-only, and npm/'s dev dependencies for terser).
+#
 # Release build of the client SDK for JavaScript users (no `typed` feature, so no serde):
 #   cargo +<pinned nightly> build --release --target wasm32-unknown-unknown -p eventwire-client \
 #     --no-default-features --features standalone -Z build-std=core,alloc \
 #     with -Cpanic=immediate-abort
 #                                 (no std, so no panic/formatting machinery; core/alloc rebuilt
 #                                 without panic messages or locations; talc as allocator; see
-#                                 client-wasm/Cargo.toml, src/lib.rs and wasm-toolchain.sh)
-#   wasm-bindgen --target web     -> $CARGO_TARGET_DIR/client-wasm-pkg/
+#                                 client-wasm/Cargo.toml, src/lib.rs and wasm-toolchain.sh;
+#                                 -Z trim-paths keeps machine paths out)
+#   wasm-bindgen --target web     -> npm/wasm/ (or DIR)
 #   wasm-opt -Oz --converge       (binaryen 132 from npm; never Debian's binaryen, see
 #                                 shared/TOOLCHAIN.md)
 #   wasm-opt --minify-imports-and-exports-and-modules, stripping debug info, producers and
@@ -79,6 +96,9 @@
 #            given one), `shareAcrossTabs` checked here, `leader` a lifecycle name (20,490 B)
 #   20.2 KB  `getTicket` (a fresh single-use ticket in the URL for every attempt), its
 #            `ticket_failed` error kind and typed error with the `cause` (20,653 B)
+#   20.2 KB  -Z trim-paths, for a reproducible build: a source path js-sys leaves in the
+#            module is now `index.crates.io-<hash>/js-sys-<version>/...`, not under
+#            $CARGO_HOME (20,634 B)
 #   What is left is the client core itself; `twiggy top` on a build with names (wasm-opt -g)
 #   shows no single item above 3.3 KB (createClient, with option parsing inlined).
 #
@@ -90,29 +110,25 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export CARGO_TARGET_DIR="$TARGET_DIR"
-OUT="${1:-$TARGET_DIR/client-wasm-pkg}"
+OUT="${1:-$ROOT/npm/wasm}"
 BUDGET="${EVENTWIRE_SIZE_BUDGET:-20672}"
 export PATH="$ROOT/.tools/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 
-if ! command -v wasm-bindgen >/dev/null || [[ ! -x "$ROOT/.tools/npm/node_modules/.bin/wasm-opt" ]]; then
-  bash "$ROOT/scripts/install-tools.sh"
-fi
+# The pinned tools, each checked by version (a second or two when all are there): the
+# nightly with rust-src, wasm-bindgen-cli, binaryen. terser comes with npm/'s dev dependencies.
+bash "$ROOT/scripts/install-tools.sh" --build-only
 # shellcheck source=scripts/wasm-toolchain.sh
 source "$ROOT/scripts/wasm-toolchain.sh"
 WASM_OPT="$ROOT/.tools/npm/node_modules/.bin/wasm-opt"
-TERSER="$ROOT/.tools/npm/node_modules/.bin/terser"
+TERSER="$ROOT/npm/node_modules/.bin/terser"
 if [[ ! -x "$TERSER" ]]; then
-  bash "$ROOT/scripts/install-tools.sh"
+  (cd "$ROOT/npm" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
 # A pinned nightly (installed by install-tools.sh with rust-src): it rebuilds core and alloc
 # with the `immediate-abort` panic strategy, so no panic message, location or formatting code
 # is left in the module (see the size table above). Everything else builds with stable.
 TOOLCHAIN="$(wasm_toolchain)"
-if ! rustup run "$TOOLCHAIN" rustc --print sysroot >/dev/null 2>&1 \
-  || [[ ! -d "$(rustup run "$TOOLCHAIN" rustc --print sysroot)/lib/rustlib/src/rust/library" ]]; then
-  bash "$ROOT/scripts/install-tools.sh"
-fi
 # The flags go in CARGO_ENCODED_RUSTFLAGS (0x1f-separated), which cargo reads before RUSTFLAGS
 # and any config file: a `RUSTFLAGS=-Dwarnings` in the environment must not drop them. The
 # caller's own flags are kept, in front. With --target they reach no build script.
@@ -127,6 +143,7 @@ env -u RUSTFLAGS CARGO_ENCODED_RUSTFLAGS="$ENCODED" \
   cargo "+$TOOLCHAIN" build --release --target wasm32-unknown-unknown -p eventwire-client \
   --no-default-features --features standalone \
   -Z build-std=core,alloc \
+  -Z trim-paths --config 'profile.release.trim-paths="all"' \
   --config 'profile.release.opt-level="z"' \
   --config 'profile.release.lto=true' \
   --config 'profile.release.codegen-units=1' \

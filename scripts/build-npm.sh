@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the npm package in npm/: the optimised wasm (scripts/build-client-wasm.sh) into
-# npm/wasm/, then the TypeScript layer into npm/dist/. `npm pack` runs this as `prepack`, so a
-# fresh checkout packs a complete tarball. Installs npm/'s dev dependencies when missing.
+# Builds the npm package in npm/: the TypeScript layer into npm/dist/, next to the optimised
+# wasm, which is committed in npm/wasm/ (scripts/build-client-wasm.sh regenerates it from
+# client-wasm/; scripts/test.sh checks it matches the sources). So it needs Node and npm only:
+# no Rust. `npm pack` runs this as `prepack`, so a fresh checkout packs a complete tarball.
+# Installs npm/'s dev dependencies when missing (`npm ci`: TypeScript, terser, React's types).
 # dist/*.js is minified with terser (the .d.ts files keep the docs).
 #
 # Size gate: everything a page loads for `import ... from "eventwire"` (dist/index.js and the
@@ -20,31 +22,29 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PKG="$ROOT/npm"
 
-if [[ -n "${EVENTWIRE_PREBUILT_WASM:-}" ]]; then
-  # For iterating on the TypeScript layer: reuse a finished wasm build (a directory holding
-  # build-client-wasm.sh output). CI never sets this.
-  rm -rf "$PKG/wasm" && mkdir -p "$PKG/wasm" && cp "$EVENTWIRE_PREBUILT_WASM"/* "$PKG/wasm/"
-else
-  bash "$ROOT/scripts/build-client-wasm.sh" "$PKG/wasm" >&2
-fi
+for file in eventwire_client_bg.wasm eventwire_client.js eventwire_client.d.ts; do
+  if [[ ! -f "$PKG/wasm/$file" ]]; then
+    echo "[build-npm] ERROR: npm/wasm/$file is missing: it is committed; regenerate it with bash scripts/build-client-wasm.sh" >&2
+    exit 1
+  fi
+done
 
 cd "$PKG"
-if [[ ! -x node_modules/.bin/tsc ]]; then
+if [[ ! -x node_modules/.bin/tsc || ! -x node_modules/.bin/terser ]]; then
   npm ci --no-audit --no-fund --loglevel=error >&2
 fi
 rm -rf dist
 node_modules/.bin/tsc -p tsconfig.json
 # The licences travel in the tarball (npm/LICENSE-* are copies, gitignored).
 cp "$ROOT/LICENSE-MIT" "$ROOT/LICENSE-APACHE" "$PKG/"
-# The JS a page loads is minified (the .d.ts files keep the TSDoc): terser from .tools/npm
-# (scripts/install-tools.sh), as for the wasm glue. ES modules: exports keep their names.
-TERSER="$ROOT/.tools/npm/node_modules/.bin/terser"
-[[ -x "$TERSER" ]] || bash "$ROOT/scripts/install-tools.sh"
+# The JS a page loads is minified (the .d.ts files keep the TSDoc) with npm/'s terser, as the
+# wasm glue is. ES modules: exports keep their names.
+TERSER="$PKG/node_modules/.bin/terser"
 for js in dist/*.js; do
   "$TERSER" "$js" --module --ecma 2020 --compress passes=2 --mangle -o "$js.min"
   mv "$js.min" "$js"
 done
-echo "[build-npm] built npm/dist and npm/wasm" >&2
+echo "[build-npm] built npm/dist (npm/wasm is committed)" >&2
 
 BUDGET="${EVENTWIRE_NPM_SIZE_BUDGET:-23469}"
 node --input-type=module - "$PKG" "$BUDGET" <<'JS' >&2

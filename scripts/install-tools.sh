@@ -6,12 +6,13 @@
 #   - wasm-bindgen-cli at exactly the wasm-bindgen version in Cargo.lock (cargo install)
 #   - wasm-pack, which runs the browser tests (cargo install; about 3 minutes)
 #   - Debian's chromium + chromium-driver (apt-get)
-#   - binaryen@132.0.0 (wasm-opt), terser (minifies the JS glue) and playwright-core from npm,
-#     into .tools/npm (gitignored)
+#   - binaryen@132.0.0 (wasm-opt) and playwright-core from npm, into .tools/npm (gitignored)
+# (terser, which minifies the JS, is one of npm/'s dev dependencies, pinned by its lockfile.)
 #
-# With --build-only (scripts/demo.sh), only what builds the npm package: the pinned nightly,
-# wasm-bindgen-cli, binaryen and terser; no wasm target for stable, wasm-pack, Chromium or
-# playwright-core, which only the tests need.
+# With --build-only (scripts/build-client-wasm.sh), only what rebuilds the committed wasm in
+# npm/wasm/: the pinned nightly, wasm-bindgen-cli and binaryen; no wasm target for stable,
+# wasm-pack, Chromium or playwright-core, which only the tests need. The demo and the npm
+# package need none of this: they use the committed wasm.
 #
 # Never use Debian's binaryen: its wasm-opt (108) produces modules that break at load.
 # Prints nothing but progress; safe to run again (warm runs take a second or two).
@@ -24,7 +25,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 BINARYEN_VERSION="132.0.0"
 PLAYWRIGHT_VERSION="1.64.1"
-TERSER_VERSION="5.51.2"
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
@@ -88,8 +88,7 @@ need_npm=0
 [[ -x "$NPM_DIR/node_modules/.bin/wasm-opt" ]] || need_npm=1
 [[ "$(node -p "require('$NPM_DIR/node_modules/binaryen/package.json').version" 2>/dev/null || true)" == "$BINARYEN_VERSION" ]] || need_npm=1
 [[ "$BUILD_ONLY" == 1 || "$(node -p "require('$NPM_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null || true)" == "$PLAYWRIGHT_VERSION" ]] || need_npm=1
-[[ "$(node -p "require('$NPM_DIR/node_modules/terser/package.json').version" 2>/dev/null || true)" == "$TERSER_VERSION" ]] || need_npm=1
-NPM_PACKAGES=("binaryen@$BINARYEN_VERSION" "terser@$TERSER_VERSION")
+NPM_PACKAGES=("binaryen@$BINARYEN_VERSION")
 if [[ "$BUILD_ONLY" == 0 ]]; then NPM_PACKAGES+=("playwright-core@$PLAYWRIGHT_VERSION"); fi
 if [[ "$need_npm" == 1 ]]; then
   log "installing ${NPM_PACKAGES[*]} into .tools/npm"

@@ -8,7 +8,9 @@
 #      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner cargo test
 #      --target wasm32-unknown-unknown -p eventwire-client --features typed, with the
 #      environment this script sets),
-#   4. the release build + wasm-opt + gzip size report (scripts/build-client-wasm.sh),
+#   4. the release build + wasm-opt + gzip size report (scripts/build-client-wasm.sh, into
+#      $CARGO_TARGET_DIR/client-wasm-pkg: the committed npm/wasm/ is left alone; scripts/test.sh
+#      checks it is what the sources build),
 #   5. the Playwright smoke test of that optimised build against the real hub,
 #   6. 200 clients of that build (in Node) cut at once: their reconnects must spread over the
 #      jitter window; prints the spread.
@@ -121,7 +123,7 @@ wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --mode n
   client-wasm --features typed
 
 log "release build + size"
-bash "$ROOT/scripts/build-client-wasm.sh"
+bash "$ROOT/scripts/build-client-wasm.sh" "$TARGET_DIR/client-wasm-pkg"
 
 log "Playwright smoke test of the optimised build"
 HUB_NOW="$(curl -s "$CONTROL_URL/status" | sed -E 's/.*"upstream":"([^"]+)".*/\1/')"

@@ -39,6 +39,22 @@ bash scripts/load-smoke.sh
 step "fuzz: publish body, query, Last-Event-ID, frame round trip (30 s each)"
 bash scripts/fuzz.sh 30
 
+step "committed wasm: npm/wasm/ is byte for byte what client-wasm/ builds (pinned nightly, wasm-bindgen, binaryen, terser)"
+# The demo and the npm package use the committed build (no nightly or wasm-bindgen-cli there),
+# so it must be exactly what the sources give.
+REBUILT="$(mktemp -d)"
+bash scripts/build-client-wasm.sh "$REBUILT"
+if ! diff -r "$ROOT/npm/wasm" "$REBUILT" >/dev/null; then
+  diff -rq "$ROOT/npm/wasm" "$REBUILT" >&2 || true
+  echo "ERROR: npm/wasm/ is not what client-wasm/ builds. Regenerate it with" >&2
+  echo "         bash scripts/build-client-wasm.sh" >&2
+  echo "       and commit npm/wasm/ with the change." >&2
+  rm -rf "$REBUILT"
+  exit 1
+fi
+rm -rf "$REBUILT"
+echo "npm/wasm/ matches a rebuild from source"
+
 step "client SDK in headless Chromium against the real hub, release build, size, smoke test"
 bash scripts/test-client-wasm.sh
 

@@ -1,5 +1,5 @@
 // `npm pack` / `npm publish` run this. Inside the eventwire repository it builds the package
-// (scripts/build-npm.sh: the optimised wasm and the TypeScript layer). Anywhere else (a copy
+// (scripts/build-npm.sh: the TypeScript layer, next to the committed wasm). Anywhere else (a copy
 // of npm/, a CI step that packs what an earlier step built) it builds nothing and checks that
 // the built files are there, so packing never reaches outside the package.
 import { execFileSync } from "node:child_process";
