@@ -2,10 +2,11 @@
 # Runs the demo: the eventwire hub in dev mode (in memory, no auth, no Redis) serving the client
 # page and the admin dashboard, on http://127.0.0.1:8080/client and /admin.
 #
-# Builds only what the demo needs, skipping what is already there:
-#   - the npm package the pages use (scripts/build-npm.sh), after installing its build tools
-#     (scripts/install-tools.sh --build-only: the pinned nightly with rust-src, wasm-bindgen-cli,
-#     binaryen and terser into .tools/npm; none of the test tools);
+# Builds only what the demo needs, with stable Rust and Node, skipping what is already there:
+#   - the npm package the pages use (scripts/build-npm.sh: `npm ci` of npm/'s dev dependencies,
+#     then tsc and terser). Its wasm is committed (npm/wasm/), so neither the nightly nor
+#     wasm-bindgen-cli is needed; scripts/build-client-wasm.sh regenerates it after a change to
+#     client-wasm/;
 #   - the hub, in the `demo` cargo profile (unoptimised, no debug info: compiles fast, and a
 #     demo's handful of clients never needs more), in the background while the package builds.
 # Prints the URLs once the hub listens. Ctrl-C stops it.
@@ -28,7 +29,6 @@ cargo build --locked --profile demo -p eventwire-server --bin eventwire >"$HUB_L
 hub_build=$!
 trap 'kill "$hub_build" 2>/dev/null || true' EXIT
 
-bash scripts/install-tools.sh --build-only
 bash scripts/build-npm.sh
 
 if ! wait "$hub_build"; then
