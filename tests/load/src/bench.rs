@@ -133,7 +133,8 @@ pub struct Args {
     /// Seconds between the last open and the idle memory reading.
     #[arg(long, default_value_t = 2.0)]
     pub idle_secs: f64,
-    /// Longest wait for a phase's deliveries after its last publish, seconds.
+    /// Longest wait for a phase's deliveries after its last publish, and for one publish
+    /// call, seconds.
     #[arg(long, default_value_t = 60)]
     pub settle_secs: u64,
     /// A free label copied into the JSON (e.g. `two-cores`).
@@ -159,11 +160,14 @@ struct Pub {
     server: Server,
     hub: Hub,
     subscribers: usize,
+    /// Bound on one publish call: a saturated server may take long to answer, and a call
+    /// given up on is retried by nobody (its event is owed to no one, and the run fails).
+    timeout: Duration,
 }
 
 impl Pub {
     fn client(&self) -> Client {
-        Client::new(self.hub.clone(), None).with_timeout(Duration::from_secs(10))
+        Client::new(self.hub.clone(), None).with_timeout(self.timeout)
     }
 
     /// Publishes event `seq` of `phase` (to subscriber `seq % subscribers` when `unicast`);
@@ -400,6 +404,8 @@ impl Run {
         self.phase += 1;
         progress(format!("phase {name}"));
         let cpu_before = self.pid.and_then(cpu_us);
+        let tool_before = self.tool_cpu_us();
+        let wall = Instant::now();
         self.rss.phase_peak.store(0, Ordering::Relaxed);
         let published = publish(phase, self.next_seq).await;
         self.next_seq = published.end;
@@ -416,6 +422,12 @@ impl Run {
         )
         .await;
         let cpu_after = self.pid.and_then(cpu_us);
+        // Whether the tool itself was the limit: its CPU (all its processes) over the phase.
+        let tool_percent = round2(
+            self.tool_cpu_us().saturating_sub(tool_before) as f64
+                / 1e4
+                / wall.elapsed().as_secs_f64().max(1e-9),
+        );
         let events = published.end - published.first;
         let span_us = report.last_us.saturating_sub(published.started_us).max(1);
         let per_s = report.received as f64 / (span_us as f64 / 1e6);
@@ -430,7 +442,7 @@ impl Run {
         let latency = report.latency.summary();
         self.out.line(format!(
             "{name}: {events} events ({} failed, {:.1}/s), {} of {} deliveries, lost {}, dup {}, \
-             latency p50 {} p99 {} max {} ms, {:.0} deliveries/s, {} µs CPU/delivery",
+             latency p50 {} p99 {} max {} ms, {:.0} deliveries/s, {} µs CPU/delivery, tool CPU {tool_percent}%",
             published.failed.len(),
             achieved,
             report.received,
@@ -482,12 +494,26 @@ impl Run {
             "deliveries_per_s": per_s.round(),
             "cpu_us_per_delivery": cpu_per_delivery,
             "rss_peak": self.pid.map(|_| self.rss.phase_peak.load(Ordering::Relaxed)),
+            "tool_cpu_percent": tool_percent,
             "resync_ms": (report.resync.count > 0).then(|| report.resync.summary()),
             "unresynced": report.unresynced,
             "reopen_errors": report.reopen_errors,
         });
         self.phases.insert(name.to_owned(), value);
         report
+    }
+}
+
+impl Run {
+    /// CPU used so far by this process and its worker processes, µs.
+    fn tool_cpu_us(&self) -> u64 {
+        let me = cpu_us(std::process::id()).unwrap_or(0);
+        me + self
+            .shards
+            .iter()
+            .filter_map(Shard::pid)
+            .filter_map(cpu_us)
+            .sum::<u64>()
     }
 }
 
@@ -632,6 +658,7 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
                 token: None,
             },
             subscribers: n,
+            timeout: Duration::from_secs(args.settle_secs.max(1)),
         },
         next_seq: 0,
         phase: 0,

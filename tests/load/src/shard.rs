@@ -74,6 +74,11 @@ impl Shard {
         let _ = self.down.send(Down::Step(value));
     }
 
+    /// The worker process's id (`None` when the shard runs in this process).
+    pub fn pid(&self) -> Option<u32> {
+        self._child.as_ref().and_then(Child::id)
+    }
+
     /// A handle that sends `Step`s while the shard itself is borrowed elsewhere.
     pub fn sender(&self) -> StepSender {
         StepSender(self.down.clone())
