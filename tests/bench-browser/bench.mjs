@@ -192,8 +192,12 @@ async function wireMs(hub, lastEventId) {
   let carry = Buffer.alloc(0);
   let start;
   while (events < N) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the replay ended after ${events} events`);
+    let stalled;
+    const timeout = new Promise((_, reject) => {
+      stalled = setTimeout(() => reject(new Error(`the replay stalled after ${events} of ${N} events`)), 10_000);
+    });
+    const { value, done } = await Promise.race([reader.read(), timeout]).finally(() => clearTimeout(stalled));
+    if (done) throw new Error(`the replay ended after ${events} of ${N} events`);
     start ??= performance.now();
     const chunk = Buffer.concat([carry, value]);
     for (let i = chunk.indexOf(marker); i >= 0; i = chunk.indexOf(marker, i + marker.length)) events++;
@@ -446,12 +450,18 @@ async function main() {
       const first = await publishAll(hub.url, bodies);
       lastEventId = String(BigInt(first) - 1n);
       log(`published ${N} events into the hub's history in ${(performance.now() - t).toFixed(0)} ms; replaying after id ${lastEventId}`);
-      const wire = median([await wireMs(hub.url, lastEventId), await wireMs(hub.url, lastEventId), await wireMs(hub.url, lastEventId)]);
-      out.push(`the hub's replay to a reader that only counts frames (node): ${wire.toFixed(1)} ms for ${N.toLocaleString("en")} events (median of 3), the ceiling for any client`);
+      try {
+        const wire = median([await wireMs(hub.url, lastEventId), await wireMs(hub.url, lastEventId), await wireMs(hub.url, lastEventId)]);
+        out.push(`the hub's replay to a reader that only counts frames (node): ${wire.toFixed(1)} ms for ${N.toLocaleString("en")} events (median of 3), the ceiling for any client`);
+      } catch (e) {
+        failures.push(`hub replay to node: ${e.message}`);
+      }
     }
     const common = { browser, pageUrl, hub: hub.url, lastEventId, bodies, sum };
     // One warm-up run per client (not counted): the browser's first page pays for its caches.
-    for (const client of CLIENTS) await runOnce({ ...common, client, mode: MODES[0] });
+    for (const client of CLIENTS) {
+      await runOnce({ ...common, client, mode: MODES[0] }).catch((e) => failures.push(`warm-up ${e.message}`));
+    }
     for (const mode of MODES) {
       const results = [];
       for (let rep = 0; rep < REPS; rep++) {
