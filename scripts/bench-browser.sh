@@ -8,8 +8,8 @@
 #   --quick     2,000 events, 1 run each; still checks every event arrived, in order (for
 #               the test command)
 #   --rebuild   rebuild the npm package (scripts/build-npm.sh) even if it is built
-#   --mode replay|live|both, --events N, --reps R, --clients raw,sdk,res, --profile:
-#               see tests/bench-browser/bench.mjs
+#   --mode replay|live|both, --events N, --reps R, --clients raw,sdk,res, --profile,
+#   --npm-dir DIR, --compare DIR: see tests/bench-browser/bench.mjs
 #
 # Installs what it needs and skips what is there: Chromium (Debian's), playwright-core and
 # reconnecting-eventsource (pinned, tests/bench-browser/package-lock.json). Builds the release
@@ -22,9 +22,11 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BENCH="$ROOT/tests/bench-browser"
 
 rebuild=0
+npm_dir=0
 args=()
 for arg in "$@"; do
   if [[ "$arg" == "--rebuild" ]]; then rebuild=1; else args+=("$arg"); fi
+  if [[ "$arg" == --npm-dir* ]]; then npm_dir=1; fi
 done
 
 log() { printf '[bench-browser] %s\n' "$*" >&2; }
@@ -59,7 +61,9 @@ if [[ -z "${EVENTWIRE_HUB_BIN:-}" ]]; then
 fi
 
 WASM="$ROOT/npm/wasm/eventwire_client_bg.wasm"
-if (( rebuild )) || [[ ! -f "$ROOT/npm/dist/index.js" || ! -f "$WASM" ]]; then
+if (( npm_dir && !rebuild )); then
+  : # the package measured is another build (--npm-dir)
+elif (( rebuild )) || [[ ! -f "$ROOT/npm/dist/index.js" || ! -f "$WASM" ]]; then
   log "building the npm package (scripts/build-npm.sh)"
   bash scripts/build-npm.sh
 elif [[ -n "$(find client-wasm/src client-wasm/Cargo.toml -newer "$WASM" -print -quit)$(find npm/src -newer npm/dist/index.js -print -quit)" ]]; then
