@@ -7,14 +7,14 @@
 # Usage: scripts/bench-browser.sh [--quick] [--rebuild] [bench.mjs options]
 #   --quick     2,000 events, 1 run each; still checks every event arrived, in order (for
 #               the test command)
-#   --rebuild   rebuild the npm package (scripts/build-npm.sh) even if it is built
+#   --rebuild   rebuild npm/dist (scripts/build-npm.sh) even if it is built
 #   --mode replay|live|both, --events N, --reps R, --clients raw,sdk,res, --profile,
 #   --npm-dir DIR, --compare DIR: see tests/bench-browser/bench.mjs
 #
 # Installs what it needs and skips what is there: Chromium (Debian's), playwright-core and
 # reconnecting-eventsource (pinned, tests/bench-browser/package-lock.json). Builds the release
-# hub (cargo; skipped when EVENTWIRE_HUB_BIN names a hub binary) and, when npm/dist or
-# npm/wasm is missing, the npm package.
+# hub (cargo; skipped when EVENTWIRE_HUB_BIN names a hub binary) and, when npm/dist is
+# missing, the npm package's TypeScript (npm/wasm is committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -60,14 +60,21 @@ if [[ -z "${EVENTWIRE_HUB_BIN:-}" ]]; then
   export EVENTWIRE_HUB_BIN="$TARGET_DIR/release/eventwire"
 fi
 
+# npm/wasm is committed (scripts/build-client-wasm.sh regenerates it); npm/dist is built here
+# by scripts/build-npm.sh (TypeScript only) when it is missing.
 WASM="$ROOT/npm/wasm/eventwire_client_bg.wasm"
 if (( npm_dir && !rebuild )); then
   : # the package measured is another build (--npm-dir)
-elif (( rebuild )) || [[ ! -f "$ROOT/npm/dist/index.js" || ! -f "$WASM" ]]; then
+elif (( rebuild )) || [[ ! -f "$ROOT/npm/dist/index.js" ]]; then
   log "building the npm package (scripts/build-npm.sh)"
   bash scripts/build-npm.sh
-elif [[ -n "$(find client-wasm/src client-wasm/Cargo.toml -newer "$WASM" -print -quit)$(find npm/src -newer npm/dist/index.js -print -quit)" ]]; then
-  log "warning: client-wasm/ or npm/src changed since npm/ was built; --rebuild to measure the change"
+else
+  if [[ -n "$(find npm/src -newer npm/dist/index.js -print -quit)" ]]; then
+    log "warning: npm/src changed since npm/dist was built; --rebuild to measure the change"
+  fi
+  if [[ -n "$(find client-wasm/src client-wasm/Cargo.toml -newer "$WASM" -print -quit)" ]]; then
+    log "warning: client-wasm/ changed since npm/wasm was built; bash scripts/build-client-wasm.sh regenerates it"
+  fi
 fi
 
 log "$(/usr/bin/chromium --version 2>/dev/null); node $(node --version)"
