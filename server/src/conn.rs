@@ -134,8 +134,10 @@ pub(crate) async fn run(
             match detached {
                 Some(subscription) => {
                     let head = encode_head(&response, None);
-                    drop(slot);
-                    start_stream(&server, stream, subscription, head, switch);
+                    // A stream now: not a pending connection, and not closed by `switch` (at
+                    // the end of the drain the streams runtime is shut down, closing them).
+                    drop((slot, switch));
+                    start_stream(&server, stream, subscription, head);
                 }
                 None => write_response(&server, stream, response, &switch).await,
             }
@@ -329,13 +331,7 @@ async fn write(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::R
 }
 
 /// Moves the socket to the streams runtime and writes the stream there.
-fn start_stream(
-    server: &Server,
-    stream: TcpStream,
-    subscription: Subscription,
-    head: Vec<u8>,
-    switch: CancellationToken,
-) {
+fn start_stream(server: &Server, stream: TcpStream, subscription: Subscription, head: Vec<u8>) {
     // A tokio socket belongs to the runtime that registered it: deregister it here and
     // register it again on the streams runtime.
     let socket = match stream.into_std() {
@@ -352,7 +348,7 @@ fn start_stream(
             let Ok(stream) = TcpStream::from_std(socket) else {
                 return;
             };
-            let written = write_stream(stream, subscription, head, timeout, switch, &bytes_written);
+            let written = write_stream(stream, subscription, head, timeout, &bytes_written);
             if let Err(e) = written.await {
                 tracing::debug!("event stream ended: {e}");
             }
@@ -362,13 +358,12 @@ fn start_stream(
 }
 
 /// Writes the response head and then the stream's chunks as they come, until the stream ends,
-/// the peer leaves, a write times out or `switch` closes the connection.
+/// the peer leaves or a write times out.
 async fn write_stream(
     mut stream: TcpStream,
     mut subscription: Subscription,
     mut head: Vec<u8>,
     timeout: Duration,
-    switch: CancellationToken,
     bytes_written: &Counter,
 ) -> io::Result<()> {
     // The opening frames are ready at once: they go out with the head, in one write.
@@ -379,17 +374,19 @@ async fn write_stream(
     let mut discarded = 0usize;
     loop {
         if let Some(bytes) = chunk.take() {
-            tokio::select! {
-                written = write(&mut stream, &bytes, timeout) => {
-                    written?;
-                    bytes_written.inc_by(bytes.len() as u64);
-                }
-                () = switch.cancelled() => return Ok(()),
+            // Most writes fit in the socket buffer at once: no timer for those.
+            let sent = match stream.try_write(&bytes) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if sent < bytes.len() {
+                write(&mut stream, &bytes[sent..], timeout).await?;
             }
+            bytes_written.inc_by(bytes.len() as u64);
         }
         tokio::select! {
             biased;
-            () = switch.cancelled() => return Ok(()),
             next = subscription.next_chunk() => match next {
                 Some(bytes) => chunk = Some(bytes),
                 None => break,

@@ -381,14 +381,21 @@ impl Hub {
                 retry_ms: config.retry.as_millis() as u64,
                 max_lag: config.max_lag,
             },
-            self.shared.shutdown.clone(),
         ))
     }
 
     /// Starts shutting down: new subscriptions are refused and every open stream ends with
     /// `retry:` and `__shutdown`.
     pub fn shutdown(&self) {
+        // Cancelled first: `register` checks it under the lock taken below, so a connection
+        // is either refused or told here.
         self.shared.shutdown.cancel();
+        let mut state = self.shared.fanout.lock();
+        for conn in state.conns.values_mut() {
+            if let Some(kill) = conn.kill.take() {
+                let _ = kill.send(Cut::Shutdown);
+            }
+        }
     }
 
     /// Whether [`Hub::shutdown`] was called.
@@ -721,16 +728,24 @@ impl Fanout {
             .collect();
         let mut reached = vec![0usize; groups.len()];
         let mut cut = Vec::new();
-        for key in &recipients {
-            let Some(conn) = state.conns.get(key) else {
-                continue;
-            };
+        let mut send = |key: u64, conn: &Conn| {
             if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(published.clone()) {
-                cut.push(*key);
-                continue;
+                cut.push(key);
+                return;
             }
             for (n, (target, event)) in reached.iter_mut().zip(&groups) {
                 *n += usize::from(conn.filter.entitled(target, event));
+            }
+        };
+        match &recipients {
+            // A broadcast walks the connections themselves: no list of keys, no lookups.
+            None => state.conns.iter().for_each(|(key, conn)| send(*key, conn)),
+            Some(keys) => {
+                for key in keys {
+                    if let Some(conn) = state.conns.get(key) {
+                        send(*key, conn);
+                    }
+                }
             }
         }
         let delivered: Vec<usize> = group_of.iter().map(|&g| reached[g]).collect();
@@ -889,9 +904,11 @@ impl State {
     }
 
     /// Every connection that some frame's target reaches (each once).
-    fn recipients(&self, frames: &[Arc<Frame>]) -> Vec<u64> {
+    /// The connections that may receive some of `frames` (before event filters); `None`
+    /// means every connection.
+    fn recipients(&self, frames: &[Arc<Frame>]) -> Option<Vec<u64>> {
         if frames.iter().any(|f| f.target == Target::All) {
-            return self.conns.keys().copied().collect();
+            return None;
         }
         let targets: HashSet<&Target> = frames.iter().map(|f| &f.target).collect();
         let mut keys: Vec<u64> = Vec::new();
@@ -902,7 +919,7 @@ impl State {
             keys.sort_unstable();
             keys.dedup();
         }
-        keys
+        Some(keys)
     }
 
     /// The connections a target names (before event filters); `None` for [`Target::All`].

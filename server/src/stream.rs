@@ -16,7 +16,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_util::sync::CancellationToken;
 
 use crate::event::{encode_heartbeat, encode_retry, encode_system, Ended, Shutdown, Target};
 
@@ -78,6 +77,8 @@ impl Filter {
 pub(crate) enum Cut {
     SlowConsumer,
     Dropped,
+    /// The hub shuts down: write what is queued, then `__shutdown`.
+    Shutdown,
 }
 
 /// Bytes waiting to be written: fixed frames, a position (`__position`), or a publish
@@ -118,8 +119,9 @@ pub(crate) struct Timing {
 pub struct Subscription {
     pending: VecDeque<Pending>,
     rx: mpsc::Receiver<Arc<Published>>,
+    /// Why the hub ends this stream (a cut, an admin's drop, the hub's shutdown): a oneshot,
+    /// so waiting on it takes no lock.
     kill: oneshot::Receiver<Cut>,
-    shutdown: CancellationToken,
     /// Started on the first poll, on the runtime that drives the stream: a tokio timer
     /// belongs to the runtime it was created on, and [`crate::serve`] drives streams on a
     /// runtime of their own.
@@ -188,12 +190,7 @@ pub(crate) struct Opening {
 }
 
 impl Subscription {
-    pub(crate) fn new(
-        registry: Arc<dyn Registry>,
-        opening: Opening,
-        timing: Timing,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(registry: Arc<dyn Registry>, opening: Opening, timing: Timing) -> Self {
         let mut pending: VecDeque<Pending> = opening.head.into_iter().map(Pending::Bytes).collect();
         if let Some(published) = opening.replay {
             pending.push_back(Pending::Frames { published, next: 0 });
@@ -203,7 +200,6 @@ impl Subscription {
             pending,
             rx: opening.rx,
             kill: opening.kill,
-            shutdown,
             timers: None,
             heartbeat_event: opening.heartbeat_event,
             filter: opening.filter,
@@ -234,9 +230,6 @@ impl Subscription {
             if self.ending {
                 return Some(self.finish_shutdown());
             }
-            if self.shutdown.is_cancelled() {
-                return Some(self.begin_shutdown());
-            }
             let timing = self.timing;
             let timers = self.timers.get_or_insert_with(|| Timers::start(&timing));
             let idle = async {
@@ -248,6 +241,9 @@ impl Subscription {
             tokio::select! {
                 biased;
                 cut = &mut self.kill => {
+                    if let Ok(Cut::Shutdown) = cut {
+                        return Some(self.begin_shutdown());
+                    }
                     self.done = true;
                     return match cut {
                         Ok(Cut::SlowConsumer) => Some(self.slow_consumer_frame()),
@@ -255,10 +251,9 @@ impl Subscription {
                             "dropped",
                             "an admin dropped this client; reconnect with Last-Event-ID to replay what it missed",
                         )),
-                        Err(_) => None,
+                        Ok(Cut::Shutdown) | Err(_) => None,
                     };
                 }
-                () = self.shutdown.cancelled() => return Some(self.begin_shutdown()),
                 published = self.rx.recv() => match published {
                     Some(published) => {
                         if self.lagging(&published) {
