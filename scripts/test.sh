@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every eventwire test. Installs what it needs on a bare machine (wasm target,
 # wasm-bindgen CLI, Chromium + chromedriver, binaryen and playwright-core from npm, npm
-# packages, cargo-fuzz, redis-server) and skips what is already there.
+# packages, cargo-fuzz, cargo-deny, redis-server, nginx-light + nchan) and skips what is
+# already there.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,12 @@ bash scripts/load-smoke.sh
 step "fuzz: publish body, query, Last-Event-ID, frame round trip (30 s each)"
 bash scripts/fuzz.sh 30
 
+step "supply chain: cargo deny (licences, bans, sources; advisories with a local advisory-db), npm audit"
+bash scripts/audit.sh
+
+step "benchmark smoke: eventwire, nchan and node through eventwire-load bench, 100 connections, every event checked (installs nginx-light + nchan)"
+bash scripts/bench.sh --quick
+
 step "committed wasm: npm/wasm/ is byte for byte what client-wasm/ builds (pinned nightly, wasm-bindgen, binaryen, terser)"
 # The demo and the npm package use the committed build (no nightly or wasm-bindgen-cli there),
 # so it must be exactly what the sources give.
@@ -63,6 +70,9 @@ cargo build --locked -p eventwire-server --bin eventwire
 bash scripts/build-npm.sh
 (cd npm && node_modules/.bin/tsc --noEmit -p tsconfig.json)
 EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" node --test tests/npm/npm.test.mjs
+
+step "browser benchmark smoke: 2,000 events via raw EventSource, the SDK and reconnecting-eventsource in Chromium, each checked"
+EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" bash scripts/bench-browser.sh --quick
 
 step "demo pages end to end in Chromium (admin -> client, broadcast, drop + replay, hub restart)"
 EVENTWIRE_HUB_BIN="$TARGET_DIR/debug/eventwire" node --test tests/e2e/demo.test.mjs
