@@ -195,6 +195,8 @@ pub enum Input {
         /// the `EventSource`'s last event ID buffer when it was dispatched (`""` when none was
         /// set, or after an empty `id:` line).
         id: String,
+        /// Current time in ms: the watchdog's deadline moves to this plus its delay.
+        now_ms: f64,
     },
     /// `__connected` arrived with this `heartbeatSecs`, `heartbeatEvent` and `retryMs`.
     Connected {
@@ -218,7 +220,8 @@ pub enum Input {
         /// Current time in ms.
         now_ms: f64,
     },
-    /// The watchdog timer fired.
+    /// The watchdog timer fired. With activity since it was armed, it is re-armed for the
+    /// rest of the delay after that activity; otherwise the connection is dead.
     WatchdogFired {
         /// Current time in ms.
         now_ms: f64,
@@ -256,7 +259,9 @@ pub enum Command {
     },
     /// Clear the retry timer.
     ClearRetryTimer,
-    /// (Re)arm the watchdog.
+    /// Arm the watchdog, replacing any pending one (it then answers
+    /// [`Input::WatchdogFired`]). Not issued per event: activity moves the deadline in the
+    /// machine, and a timer that fires before it is re-armed for the rest.
     SetWatchdog {
         /// Delay in ms.
         ms: u32,
@@ -315,6 +320,11 @@ pub struct Machine {
     /// The `lastEventId` the current `EventSource` last reported. A new `EventSource` starts
     /// at `""`, so `""` only resets the id once this connection has reported another one.
     source_id: String,
+    /// Whether a watchdog timer is pending (a `SetWatchdog` not yet fired or cleared).
+    watchdog_pending: bool,
+    /// The last activity since the pending watchdog timer was armed with its whole delay:
+    /// the deadline is this plus the delay (one timer per period rather than one per event).
+    activity_ms: Option<f64>,
     rng: u64,
 }
 
@@ -335,6 +345,8 @@ impl Machine {
             heartbeat_event: false,
             retry_floor_ms: None,
             source_id: String::new(),
+            watchdog_pending: false,
+            activity_ms: None,
             rng: seed | 1,
         }
     }
@@ -403,7 +415,7 @@ impl Machine {
                     self.phase = Phase::Closed;
                     out.run(Command::CloseSource);
                     out.run(Command::ClearRetryTimer);
-                    out.run(Command::ClearWatchdog);
+                    self.clear_watchdog(out);
                     self.set_state(ReadyState::Closed, out);
                 }
             }
@@ -461,7 +473,7 @@ impl Machine {
                     out,
                 );
             }
-            Input::Activity { id } => {
+            Input::Activity { id, now_ms } => {
                 if !matches!(self.phase, Phase::Open | Phase::Connecting) {
                     return;
                 }
@@ -471,7 +483,11 @@ impl Machine {
                     self.last_event_id = Some(id.clone()).filter(|id| !id.is_empty());
                     self.source_id = id;
                 }
-                self.arm_watchdog(out);
+                // The hot path: no timer is touched, only the deadline moves (a watchdog is
+                // pending whenever there is one: every arm sets it, a firing re-arms it).
+                if self.watchdog_pending {
+                    self.activity_ms = Some(now_ms);
+                }
             }
             Input::Connected {
                 retry_ms,
@@ -507,7 +523,20 @@ impl Machine {
                 }
             }
             Input::WatchdogFired { now_ms } => {
+                self.watchdog_pending = false;
                 if matches!(self.phase, Phase::Open | Phase::Connecting) {
+                    // Early: activity since it was armed moved the deadline.
+                    if let (Some(ms), Some(last)) = (self.watchdog_ms(), self.activity_ms) {
+                        let rest = last + f64::from(ms) - now_ms;
+                        if rest > 0.0 {
+                            // Rounded up: it never fires early for a fraction of a ms.
+                            let whole = rest as u32;
+                            self.set_watchdog(whole + u32::from(f64::from(whole) < rest), out);
+                            // The deadline stays where the last activity put it.
+                            self.activity_ms = Some(last);
+                            return;
+                        }
+                    }
                     let mut message = String::from("no data for ");
                     push_uint(&mut message, self.watchdog_ms().unwrap_or(0).into());
                     message.push_str(" ms (watchdog): connection treated as dead");
@@ -546,11 +575,25 @@ impl Machine {
         }
     }
 
-    fn arm_watchdog(&self, out: &mut impl Io) {
+    /// Arms the watchdog for its whole delay from now (or clears it when there is none).
+    fn arm_watchdog(&mut self, out: &mut impl Io) {
         match self.watchdog_ms() {
-            Some(ms) => out.run(Command::SetWatchdog { ms }),
-            None => out.run(Command::ClearWatchdog),
+            Some(ms) => self.set_watchdog(ms, out),
+            None => self.clear_watchdog(out),
         }
+    }
+
+    /// A timer of `ms` replaces any pending one; no activity counted since.
+    fn set_watchdog(&mut self, ms: u32, out: &mut impl Io) {
+        self.watchdog_pending = true;
+        self.activity_ms = None;
+        out.run(Command::SetWatchdog { ms });
+    }
+
+    fn clear_watchdog(&mut self, out: &mut impl Io) {
+        self.watchdog_pending = false;
+        self.activity_ms = None;
+        out.run(Command::ClearWatchdog);
     }
 
     fn set_state(&mut self, state: ReadyState, out: &mut impl Io) {
@@ -630,7 +673,7 @@ impl Machine {
         }
         self.opened_at = None;
         out.run(Command::CloseSource);
-        out.run(Command::ClearWatchdog);
+        self.clear_watchdog(out);
         out.run(Command::Emit(Lifecycle::Error { kind, message }));
         self.attempts = self.attempts.saturating_add(1);
         let backoff: Backoff = self.options.backoff;
@@ -730,6 +773,13 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn activity(id: impl Into<String>, now_ms: f64) -> Input {
+        Input::Activity {
+            id: id.into(),
+            now_ms,
+        }
     }
 
     fn open(m: &mut Machine, now: f64) {
@@ -1035,9 +1085,9 @@ mod tests {
     fn reconnect_carries_the_last_event_id() {
         let mut m = machine(opts());
         open(&mut m, 0.0);
-        let _ = run(&mut m, Input::Activity { id: "41".into() });
-        let _ = run(&mut m, Input::Activity { id: "41".into() });
-        let _ = run(&mut m, Input::Activity { id: "42".into() });
+        let _ = run(&mut m, activity("41", 0.0));
+        let _ = run(&mut m, activity("41", 0.0));
+        let _ = run(&mut m, activity("42", 0.0));
         assert_eq!(m.last_event_id(), Some("42"));
         let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
         let cmds = run(&mut m, Input::RetryTimerFired);
@@ -1055,13 +1105,13 @@ mod tests {
         });
         open(&mut m, 0.0);
         // A new EventSource reports "" until an `id:` line: not a reset.
-        let _ = run(&mut m, Input::Activity { id: String::new() });
+        let _ = run(&mut m, activity("", 0.0));
         assert_eq!(m.last_event_id(), Some("5"));
         // `id: 7` on a system event (`__position`, `__heartbeat`) counts like any other.
-        let _ = run(&mut m, Input::Activity { id: "7".into() });
+        let _ = run(&mut m, activity("7", 0.0));
         assert_eq!(m.last_event_id(), Some("7"));
         // An empty `id:` line after it: reset, and the reconnect names no id.
-        let _ = run(&mut m, Input::Activity { id: String::new() });
+        let _ = run(&mut m, activity("", 0.0));
         assert_eq!(m.last_event_id(), None);
         let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
         let cmds = run(&mut m, Input::RetryTimerFired);
@@ -1071,10 +1121,10 @@ mod tests {
         );
         // On the new connection "" is again just "nothing yet"; an id is adopted.
         let _ = run(&mut m, Input::Opened { now_ms: 2.0 });
-        let _ = run(&mut m, Input::Activity { id: "9".into() });
+        let _ = run(&mut m, activity("9", 0.0));
         let _ = run(&mut m, Input::SourceError { now_ms: 3.0 });
         // Nothing from a closed source counts.
-        assert!(run(&mut m, Input::Activity { id: String::new() }).is_empty());
+        assert!(run(&mut m, activity("", 0.0)).is_empty());
         let cmds = run(&mut m, Input::RetryTimerFired);
         assert_eq!(
             url_of(&cmds).as_deref(),
@@ -1252,12 +1302,8 @@ mod tests {
         // Armed by `__connected` itself: no `__heartbeat` has to arrive first.
         let cmds = run(&mut m, connected(2.0, true));
         assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
-        // Any event (a `__heartbeat` or an application event) re-arms it.
-        let cmds = run(&mut m, Input::Activity { id: "41".into() });
-        assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
-        let cmds = run(&mut m, Input::Activity { id: "1".into() });
-        assert_eq!(cmds, [Command::SetWatchdog { ms: 5_000 }]);
-        let cmds = run(&mut m, Input::WatchdogFired { now_ms: 9.0 });
+        // No activity since it was armed: when it fires, the connection is dead.
+        let cmds = run(&mut m, Input::WatchdogFired { now_ms: 5_000.0 });
         assert_eq!(cmds.first(), Some(&Command::CloseSource));
         assert!(emits(&cmds).iter().any(|l| matches!(
             l,
@@ -1282,8 +1328,7 @@ mod tests {
         // dead, so there is no default watchdog and events do not arm one.
         let cmds = run(&mut m, connected(2.0, false));
         assert_eq!(cmds, [Command::ClearWatchdog]);
-        let cmds = run(&mut m, Input::Activity { id: "1".into() });
-        assert_eq!(cmds, [Command::ClearWatchdog]);
+        assert!(run(&mut m, activity("1", 0.0)).is_empty());
         assert_eq!(m.watchdog_ms(), None);
         // Confirmed on one connection, then a hub that says no: the watchdog is cleared.
         let cmds = run(&mut m, connected(2.0, true));
@@ -1354,5 +1399,48 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert!(seen.len() > 5, "jitter should vary delays: {seen:?}");
+    }
+
+    #[test]
+    fn activity_moves_the_watchdog_deadline_without_a_timer_per_event() {
+        let mut m = machine(Options {
+            heartbeat_timeout_ms: Some(1_000),
+            ..opts()
+        });
+        open(&mut m, 0.0);
+        let cmds = run(&mut m, Input::Opened { now_ms: 0.0 });
+        assert!(cmds.is_empty(), "already open: {cmds:?}");
+        // Armed once (by the connect); events only move the deadline: no command per event.
+        for t in [100.0, 400.0, 700.0] {
+            assert!(run(&mut m, activity("1", t)).is_empty());
+        }
+        // The timer armed at 0 fires at 1000, early: re-armed for the rest (700 + 1000).
+        let cmds = run(&mut m, Input::WatchdogFired { now_ms: 1_000.0 });
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 700 }]);
+        assert_eq!(m.phase(), Phase::Open);
+        // More activity meanwhile pushes it again; a fraction of a ms rounds up.
+        assert!(run(&mut m, activity("2", 1_500.5)).is_empty());
+        let cmds = run(&mut m, Input::WatchdogFired { now_ms: 1_700.0 });
+        assert_eq!(cmds, [Command::SetWatchdog { ms: 801 }]);
+        // Nothing since: it fires at the deadline and the connection is dead.
+        let cmds = run(&mut m, Input::WatchdogFired { now_ms: 2_501.0 });
+        assert_eq!(cmds.first(), Some(&Command::CloseSource));
+        assert!(cmds.contains(&Command::ClearWatchdog), "{cmds:?}");
+        assert!(emits(&cmds).iter().any(|l| matches!(
+            l,
+            Lifecycle::Error { kind: ErrorKind::Connection, message }
+                if message.contains("watchdog") && message.contains("1000 ms")
+        )));
+        assert_eq!(m.phase(), Phase::Waiting);
+        // A new connection arms a fresh timer for the whole delay; activity before the loss
+        // does not carry over.
+        let cmds = run(&mut m, Input::RetryTimerFired);
+        assert!(
+            cmds.contains(&Command::SetWatchdog { ms: 1_000 }),
+            "{cmds:?}"
+        );
+        let _ = run(&mut m, Input::Opened { now_ms: 3_000.0 });
+        let cmds = run(&mut m, Input::WatchdogFired { now_ms: 4_000.0 });
+        assert_eq!(cmds.first(), Some(&Command::CloseSource));
     }
 }

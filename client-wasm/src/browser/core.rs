@@ -361,6 +361,7 @@ impl Core {
         let object = message_object(event_type, &data, raw, id);
         self.feed(Input::Activity {
             id: last_id.clone(),
+            now_ms: now_ms(),
         });
         self.dispatch(event_type, &object);
         let Some(system) = SystemEvent::from_name(event_type) else {
