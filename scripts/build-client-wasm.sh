@@ -35,12 +35,13 @@
 #   terser on the JS glue         (same file name and exports; the .d.ts keeps the docs)
 # then prints the gzip -9 size (`gzip -9 -n`: no file name or time in the header, as a server
 # sends it) of the wasm and of the JS glue, and FAILS when the total is over the budget of
-# 20,800 bytes (EVENTWIRE_SIZE_BUDGET overrides it). It was 20,480 until the `EventSource`
+# 20,880 bytes (EVENTWIRE_SIZE_BUDGET overrides it). It was 20,480 until the `EventSource`
 # and `shareAcrossTabs` options and the `leader` lifecycle name took the last bytes (20,253
 # -> 20,490), then 20,608 until `getTicket` (+163 B: the option, the `ticket_failed` kind and
 # error, a provider always called from a promise; 20,490 -> 20,653) went past it by 45 B, so
 # it rose by 64 B; then 20,672 until issue 12's hot path (the watchdog's moving deadline:
-# +146 B, 20,634 -> 20,780, for 13% less CPU per event), so it rose by 128 B; what governs the package is scripts/build-npm.sh's gate on everything a
+# +146 B, 20,634 -> 20,780, for 13% less CPU per event) and its direct property getters and
+# setters (+73 B, -> 20,853, 17% less), so it rose by 208 B; what governs the package is scripts/build-npm.sh's gate on everything a
 # page loads, which this budget stays inside.
 #
 # What each change bought (total gzip -9 of wasm + JS, measured with this script):
@@ -112,7 +113,7 @@ cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export CARGO_TARGET_DIR="$TARGET_DIR"
 OUT="${1:-$ROOT/npm/wasm}"
-BUDGET="${EVENTWIRE_SIZE_BUDGET:-20800}"
+BUDGET="${EVENTWIRE_SIZE_BUDGET:-20880}"
 export PATH="$ROOT/.tools/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 
 # The pinned tools, each checked by version (a second or two when all are there): the

@@ -144,6 +144,28 @@ extern "C" {
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
     fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
 
+    /// A stream event ([`MessageEvent`](https://developer.mozilla.org/en-US/docs/Web/API/MessageEvent)),
+    /// read with direct property accesses (`e.data`): no key string copied out of wasm, no
+    /// `Reflect` call, no try/catch wrapper.
+    type StreamEvent;
+    #[wasm_bindgen(method, getter = type)]
+    fn event_type(this: &StreamEvent) -> JsValue;
+    #[wasm_bindgen(method, getter)]
+    fn data(this: &StreamEvent) -> JsValue;
+    #[wasm_bindgen(method, getter = lastEventId)]
+    fn last_event_id(this: &StreamEvent) -> JsValue;
+
+    /// The object a stream event's listeners get, filled with direct property writes.
+    type Message;
+    #[wasm_bindgen(method, setter = type)]
+    fn set_type(this: &Message, value: &JsValue);
+    #[wasm_bindgen(method, setter)]
+    fn set_data(this: &Message, value: &JsValue);
+    #[wasm_bindgen(method, setter)]
+    fn set_raw(this: &Message, value: &JsValue);
+    #[wasm_bindgen(method, setter)]
+    fn set_id(this: &Message, value: &JsValue);
+
     /// A promise, seen through a [`then`](https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/Promise/then)
     /// that takes plain functions (js-sys's takes closures).
     type Thenable;
@@ -198,12 +220,14 @@ fn resolve_url(url: &str) -> Result<String, Error> {
 
 /// The object listeners of a stream event get: `{ type, data, raw, id }`, where `data` is the
 /// JSON value, or the string itself when the payload is not JSON (see [`crate::decode`]).
-fn message_object(event_type: &str, data: &JsValue, raw: &JsValue, id: Option<&str>) -> JsValue {
+/// `event_type` and `id` are JS strings (`id` is `null` when there is none).
+fn message_object(event_type: &JsValue, data: &JsValue, raw: &JsValue, id: &JsValue) -> JsValue {
     let o: JsValue = Object::new().into();
-    set(&o, "type", &event_type.into());
-    set(&o, "data", data);
-    set(&o, "raw", raw);
-    set(&o, "id", &id.map_or(JsValue::NULL, JsValue::from_str));
+    let m: &Message = o.unchecked_ref();
+    m.set_type(event_type);
+    m.set_data(data);
+    m.set_raw(raw);
+    m.set_id(id);
     o
 }
 
@@ -314,12 +338,14 @@ impl Core {
             });
             return;
         }
-        let event_type = get(what, "type").as_string().unwrap_or_default();
+        let event: &StreamEvent = what.unchecked_ref();
+        let type_js = event.event_type();
+        let event_type = type_js.as_string().unwrap_or_default();
         // Stream events are MessageEvents (a string `data`), including application events
         // named `error` or `open`.
-        let data = get(what, "data");
+        let data = event.data();
         if data.is_string() {
-            self.on_stream_event(&event_type, what, &data);
+            self.on_stream_event(&event_type, &type_js, event, &data);
             return;
         }
         let input = match event_type.as_str() {
@@ -346,19 +372,30 @@ impl Core {
     }
 
     /// Handles one event from the stream: bookkeeping, listeners, then system-event handling.
-    fn on_stream_event(&self, event_type: &str, message: &JsValue, raw: &JsValue) {
+    fn on_stream_event(
+        &self,
+        event_type: &str,
+        type_js: &JsValue,
+        message: &StreamEvent,
+        raw: &JsValue,
+    ) {
         // `lastEventId` is the EventSource's own last event ID buffer, which the hub moves on
         // purpose: on `__connected` for a fresh connection (its starting point), with
         // `__position` after a replay, and on `__heartbeat` (the connection's position). An
         // event without an `id:` line repeats the previous value; after an empty `id:` line
         // it is "". It is exactly what a reconnect must name, so the machine takes it from
         // every dispatched event (see `Input::Activity`).
-        let last_id = get(message, "lastEventId").as_string().unwrap_or_default();
-        let id = Some(last_id.as_str()).filter(|id| !id.is_empty());
+        let id_js = message.last_event_id();
+        let last_id = id_js.as_string().unwrap_or_default();
+        let id = if last_id.is_empty() {
+            JsValue::NULL
+        } else {
+            id_js
+        };
         // Parsed once: the listeners' `data`, and the system events' fields.
         let parsed = json_parse(raw);
         let data = parsed.clone().unwrap_or_else(|_| raw.clone());
-        let object = message_object(event_type, &data, raw, id);
+        let object = message_object(type_js, &data, raw, &id);
         self.feed(Input::Activity {
             id: last_id.clone(),
             now_ms: now_ms(),
@@ -386,7 +423,10 @@ impl Core {
             // Counted as activity above (their id adopted, the watchdog re-armed); nothing
             // else to do.
             SystemEvent::Heartbeat | SystemEvent::Position => {}
-            SystemEvent::Gap => self.dispatch("gap", &message_object("gap", &data, raw, id)),
+            SystemEvent::Gap => {
+                let gap = message_object(&"gap".into(), &data, raw, &id);
+                self.dispatch("gap", &gap);
+            }
             SystemEvent::Error | SystemEvent::Shutdown => {
                 let server = system == SystemEvent::Error;
                 let text = |key: &str| get(&parsed, key).as_string();
