@@ -12,12 +12,13 @@
 //! let mut r = Registry::default();
 //! let id = r.add("notification", "a", false);
 //! r.add("notification", "b", true);
-//! let ids = r.ids_for("notification");
-//! assert_eq!(ids.len(), 2);
-//! for id in ids {
-//!     let _call_it = r.take(id);
+//! let mut dispatch = r.dispatch();
+//! let mut called = Vec::new();
+//! while let Some(listener) = r.next("notification", &mut dispatch) {
+//!     called.push(listener); // call it here (the registry is free to change meanwhile)
 //! }
-//! assert_eq!(r.ids_for("notification"), [id]); // the `once` one is gone
+//! assert_eq!(called, ["a", "b"]);
+//! assert_eq!(r.len(), 1); // the `once` one is gone
 //! assert!(r.remove(id));
 //! ```
 
@@ -32,7 +33,15 @@ struct Entry<L> {
     once: bool,
 }
 
-/// Listeners by event type, in the order they were added.
+/// Where one dispatch is: the listeners it may still call have ids above `after` and below
+/// `end` (those added during the dispatch wait for the next event). No allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatch {
+    after: u64,
+    end: u64,
+}
+
+/// Listeners by event type, in the order they were added (ids increase with it).
 #[derive(Debug, Clone)]
 pub struct Registry<L> {
     next_id: u64,
@@ -100,28 +109,27 @@ impl<L: Clone> Registry<L> {
         found.is_some_and(|id| self.remove(id))
     }
 
-    /// The ids of the listeners of `event_type`, in order: what one dispatch calls (a
-    /// snapshot, so listeners added during the dispatch wait for the next event).
-    pub fn ids_for(&self, event_type: &str) -> Vec<u64> {
-        let mut ids = Vec::new();
-        for e in &self.entries {
-            if e.event_type == event_type {
-                ids.push(e.id);
-            }
+    /// Starts a dispatch over the listeners registered now.
+    pub fn dispatch(&self) -> Dispatch {
+        Dispatch {
+            after: 0,
+            end: self.next_id,
         }
-        ids
     }
 
-    /// The listener with this id, to call it now; `None` when it was removed meanwhile (by
-    /// an earlier listener of the same dispatch). A `once` listener is removed as it is
-    /// handed out.
-    pub fn take(&mut self, id: u64) -> Option<L> {
-        let entry = self.entries.iter().find(|e| e.id == id)?;
-        let (listener, once) = (entry.listener.clone(), entry.once);
-        if once {
-            self.remove(id);
+    /// The next listener of `event_type` in this dispatch, to call it now: listeners
+    /// removed meanwhile (by an earlier listener of the same dispatch) are skipped, and a
+    /// `once` listener is removed as it is handed out. `None` when the dispatch is over.
+    pub fn next(&mut self, event_type: &str, dispatch: &mut Dispatch) -> Option<L> {
+        let pos = self.entries.iter().position(|e| {
+            e.id > dispatch.after && e.id < dispatch.end && e.event_type == event_type
+        })?;
+        let entry = &self.entries[pos];
+        dispatch.after = entry.id;
+        if entry.once {
+            return Some(self.entries.remove(pos).listener);
         }
-        Some(listener)
+        Some(entry.listener.clone())
     }
 
     /// The event types that have listeners, in order (a type repeats for each of its
@@ -153,8 +161,9 @@ mod tests {
     /// One dispatch, as the browser glue does it.
     fn dispatch(r: &mut Registry<i32>, event_type: &str) -> Vec<i32> {
         let mut called = Vec::new();
-        for id in r.ids_for(event_type) {
-            called.extend(r.take(id));
+        let mut d = r.dispatch();
+        while let Some(l) = r.next(event_type, &mut d) {
+            called.push(l);
         }
         called
     }
@@ -177,14 +186,16 @@ mod tests {
         let mut r = Registry::default();
         r.add("a", 1, false);
         let second = r.add("a", 2, false);
-        let ids = r.ids_for("a");
-        assert_eq!(r.take(ids[0]), Some(1));
-        // The first listener removes the second before it runs.
-        assert!(r.remove(second));
-        assert_eq!(r.take(ids[1]), None);
-        // Added during a dispatch: not in its snapshot.
         r.add("a", 3, false);
-        assert_eq!(ids.len(), 2);
+        let mut d = r.dispatch();
+        assert_eq!(r.next("a", &mut d), Some(1));
+        // The first listener removes the second before it runs, and adds one: that one
+        // waits for the next dispatch.
+        assert!(r.remove(second));
+        r.add("a", 4, false);
+        assert_eq!(r.next("a", &mut d), Some(3));
+        assert_eq!(r.next("a", &mut d), None);
+        assert_eq!(dispatch(&mut r, "a"), [1, 3, 4]);
     }
 
     #[test]
@@ -201,10 +212,10 @@ mod tests {
         let mut r = Registry::default();
         let id = r.add("a", 1, false);
         r.add("a", 2, false);
-        assert_eq!(r.ids_for("a").len(), 2);
+        assert_eq!(dispatch(&mut r, "a"), [1, 2]);
         assert!(r.remove(id));
         assert!(!r.remove(id));
-        assert_eq!(r.take(id), None);
+        assert_eq!(dispatch(&mut r, "a"), [2]);
         assert!(!r.remove_where("b", |l| *l == 2));
         assert!(r.remove_where("a", |l| *l == 2));
         assert!(r.is_empty());

@@ -533,24 +533,24 @@ impl Core {
     /// Calls every listener of `event_type` with `event`. Nothing runs after `close()`, not
     /// even the rest of a dispatch that a listener interrupted by closing.
     pub(crate) fn dispatch(&self, event_type: &str, event: &JsValue) {
-        let ids = {
+        let mut dispatch = {
             let io = &self.inner().io;
             if io.disposed {
                 return;
             }
-            io.listeners.ids_for(event_type)
+            io.listeners.dispatch()
         };
-        for id in ids {
+        loop {
             let listener = {
                 let io = &mut self.inner_mut().io;
                 if io.disposed {
                     return;
                 }
-                // `None`: removed by an earlier listener of this same dispatch.
-                io.listeners.take(id)
-            };
-            let Some(listener) = listener else {
-                continue;
+                // Listeners removed by an earlier listener of this dispatch are skipped.
+                match io.listeners.next(event_type, &mut dispatch) {
+                    Some(listener) => listener,
+                    None => return,
+                }
             };
             if let Err(e) = listener.call1(&JsValue::UNDEFINED, event) {
                 web_sys::console::error_2(&"eventwire: a listener threw".into(), &e);
