@@ -134,7 +134,7 @@ mkdir -p "$OUT/raw"
   echo "redis: $(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
   echo "hub: ${EVENTWIRE_HUB_BIN:-$TARGET_DIR/$PROFILE/eventwire} ($PROFILE, built $HUB_BUILT), checkout at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- server 2>/dev/null || echo ' + uncommitted server/ changes')"
   echo "tool: eventwire-load ($PROFILE)"
-  echo "sizes: $SIZES; reps: $REPS; groups: $GROUPS_; niceness: $NICE"
+  echo "sizes (connections:repetitions): $SIZES (default repetitions $REPS); groups: $GROUPS_; niceness: $NICE"
 } | tee "$OUT/machine.txt" >&2
 
 # --- servers ------------------------------------------------------------------------------
