@@ -1,7 +1,8 @@
 // Reads the raw JSON of a scripts/bench.sh run (one file per tool run) and prints one
 // Markdown table per size: each figure for eventwire, nchan and node (the median of the
 // repetitions) and the ratio eventwire/nchan. Writes summary.json beside raw/ and, with
-// --chart FILE, an SVG of p99 latency and idle memory per connection against connections.
+// --chart FILE, an SVG of p99 latency (2 and 10 ev/s on schedule) and idle memory per
+// connection against connections.
 // Node standard library only.
 //
 // Usage: node tests/bench/summarize.mjs OUT_DIR [--chart FILE.svg]
@@ -151,41 +152,55 @@ if (chartFile) {
   console.error(`chart written to ${chartFile}`);
 }
 
-/** Two panels, p99 at 10 ev/s on schedule and idle memory per connection, per server. */
+/** Three panels against connections, one line per server: p99 latency at 2 and at 10 ev/s on
+ * schedule (log scale: a saturated server's p99 is seconds), idle memory per connection. */
 function chart(summary) {
   const COLORS = { eventwire: "#d9480f", nchan: "#1971c2", node: "#2f9e44" };
+  const NAMES = { eventwire: "eventwire hub", nchan: "nchan", node: "node:http" };
   const panels = [
-    ["p99 latency, 10 ev/s on schedule (ms)", "p99 at 10 ev/s, on schedule"],
-    ["idle memory per connection (KB)", "idle memory per connection"],
+    ["p99 latency, 2 ev/s on schedule (ms)", "p99 at 2 ev/s, on schedule", true],
+    ["p99 latency, 10 ev/s on schedule (ms)", "p99 at 10 ev/s, on schedule", true],
+    ["idle memory per connection (KB)", "idle memory per connection", false],
   ];
-  const W = 380, H = 260, M = { l: 56, r: 16, t: 34, b: 44 };
+  const W = 330, H = 260, M = { l: 56, r: 30, t: 34, b: 44 };
   const xs = Object.keys(summary.sizes).map(Number);
   const xMax = Math.max(...xs, 1);
-  let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W * 2}" height="${H + 30}" font-family="sans-serif" font-size="12">\n`;
+  let svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${W * panels.length}" height="${H + 30}" font-family="sans-serif" font-size="12">\n`;
   svg += `<rect width="100%" height="100%" fill="white"/>\n`;
-  panels.forEach(([title, figure], i) => {
+  panels.forEach(([title, figure, log], i) => {
     const ox = i * W;
     const points = {};
-    let yMax = 0;
+    const all = [];
     for (const s of SERVERS) {
       points[s] = xs
         .map((x) => [x, summary.sizes[x]?.[figure]?.[s]])
-        .filter(([, y]) => typeof y === "number");
-      for (const [, y] of points[s]) yMax = Math.max(yMax, y);
+        .filter(([, y]) => typeof y === "number" && (!log || y > 0));
+      for (const [, y] of points[s]) all.push(y);
     }
-    yMax = niceCeil(yMax || 1);
+    let ticks, scale;
+    if (log) {
+      const lo = Math.floor(Math.log10(Math.min(...all, 10)));
+      const hi = Math.ceil(Math.log10(Math.max(...all, 10)));
+      ticks = [];
+      for (let e = lo; e <= hi; e++) ticks.push(10 ** e);
+      scale = (y) => (Math.log10(y) - lo) / Math.max(hi - lo, 1);
+    } else {
+      const yMax = niceCeil(Math.max(...all, 1));
+      ticks = [0, 1, 2, 3, 4, 5].map((k) => (yMax * k) / 5);
+      scale = (y) => y / yMax;
+    }
     const px = (x) => ox + M.l + (x / xMax) * (W - M.l - M.r);
-    const py = (y) => M.t + (1 - y / yMax) * (H - M.t - M.b);
+    const py = (y) => M.t + (1 - scale(y)) * (H - M.t - M.b);
+    const y0 = M.t + (H - M.t - M.b);
     svg += `<text x="${ox + W / 2}" y="18" text-anchor="middle" font-weight="bold">${title}</text>\n`;
-    svg += `<line x1="${px(0)}" y1="${py(0)}" x2="${px(xMax)}" y2="${py(0)}" stroke="#333"/>\n`;
-    svg += `<line x1="${px(0)}" y1="${py(0)}" x2="${px(0)}" y2="${py(yMax)}" stroke="#333"/>\n`;
-    for (let k = 0; k <= 4; k++) {
-      const y = (yMax * k) / 4;
-      svg += `<line x1="${px(0)}" y1="${py(y)}" x2="${px(xMax)}" y2="${py(y)}" stroke="#eee"/>`;
-      svg += `<text x="${px(0) - 6}" y="${py(y) + 4}" text-anchor="end">${+y.toFixed(1)}</text>\n`;
+    for (const t of ticks) {
+      svg += `<line x1="${px(0)}" y1="${py(t)}" x2="${px(xMax)}" y2="${py(t)}" stroke="#eee"/>`;
+      svg += `<text x="${px(0) - 6}" y="${py(t) + 4}" text-anchor="end">${t.toLocaleString("en-US")}</text>\n`;
     }
+    svg += `<line x1="${px(0)}" y1="${y0}" x2="${px(xMax)}" y2="${y0}" stroke="#333"/>\n`;
+    svg += `<line x1="${px(0)}" y1="${y0}" x2="${px(0)}" y2="${M.t}" stroke="#333"/>\n`;
     for (const x of xs) {
-      svg += `<text x="${px(x)}" y="${py(0) + 16}" text-anchor="middle">${x.toLocaleString("en-US")}</text>\n`;
+      svg += `<text x="${px(x)}" y="${y0 + 16}" text-anchor="middle">${x.toLocaleString("en-US")}</text>\n`;
     }
     svg += `<text x="${ox + M.l + (W - M.l - M.r) / 2}" y="${H - 6}" text-anchor="middle">connections</text>\n`;
     for (const s of SERVERS) {
@@ -200,9 +215,9 @@ function chart(summary) {
     }
   });
   SERVERS.forEach((s, i) => {
-    const x = 70 + i * 140;
+    const x = 70 + i * 160;
     svg += `<rect x="${x}" y="${H + 8}" width="14" height="4" fill="${COLORS[s]}"/>`;
-    svg += `<text x="${x + 20}" y="${H + 14}">${s === "eventwire" ? "eventwire hub" : s === "node" ? "node:http" : "nchan"}</text>\n`;
+    svg += `<text x="${x + 20}" y="${H + 14}">${NAMES[s]}</text>\n`;
   });
   return svg + "</svg>\n";
 }
