@@ -31,7 +31,10 @@ pub struct Config {
     pub history_size: usize,
     /// How long an event stays in the history. Default 5 minutes.
     pub history_ttl: Duration,
-    /// Events queued per connection before it is cut as a slow consumer. Default 100.
+    /// Publish calls queued per connection before it is cut as a slow consumer. Default 1024:
+    /// a burst of that many publish calls is absorbed by a reader that keeps up, and a reader
+    /// that falls behind for good is cut by this cap or [`Config::max_lag`], whichever comes
+    /// first. A queue holds pointers to events shared by every stream, not copies.
     pub queue_capacity: usize,
     /// Connections on this hub. Default 10 000.
     pub max_connections: usize,
@@ -111,7 +114,7 @@ impl Default for Config {
             retry: Duration::from_secs(2),
             history_size: 1000,
             history_ttl: Duration::from_secs(300),
-            queue_capacity: 100,
+            queue_capacity: 1024,
             max_connections: 10_000,
             max_connections_per_client: 16,
             max_connections_per_user: 64,

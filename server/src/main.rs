@@ -76,7 +76,7 @@ struct Cli {
     #[arg(long, env = "EVENTWIRE_HISTORY_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
     history_ttl_secs: u64,
     /// Publish calls queued per connection before it is cut as a slow consumer.
-    #[arg(long, env = "EVENTWIRE_QUEUE_CAPACITY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "EVENTWIRE_QUEUE_CAPACITY", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     queue_capacity: u64,
     /// Cut a connection whose oldest unwritten event is older than this many seconds.
     #[arg(long, env = "EVENTWIRE_MAX_LAG_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
