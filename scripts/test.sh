@@ -11,6 +11,20 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A fresh clone's run leaves a few GB of build output under the target directory. A full disk
+# shows up much later as a linker's "Bus error", so say it here.
+mkdir -p "$TARGET_DIR"
+avail_mb=$(df -Pm "$TARGET_DIR" | awk 'NR==2 {print $4}')
+echo "free space for $TARGET_DIR: ${avail_mb} MB"
+if (( avail_mb < 6000 )); then
+  echo "WARNING: under 6 GB free; a first run may run out of disk while linking" >&2
+fi
+# Incremental state only pays off on the next build of the same tree; CI's fresh clone never
+# has one, and skipping it saves disk and a little time.
+if [[ -n "${CI:-}" ]]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 step "toolchain components"
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
