@@ -5,73 +5,12 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{data, Sse};
+use common::{data, Binary, Sse, BIN};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventwire");
-
-struct Running {
-    child: Child,
-    base: String,
-}
-
-async fn start(args: &[&str], env: &[(&str, &str)], log: &str) -> Running {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", log)
-        .env_remove("EVENTWIRE_JWT_SECRET")
-        .env_remove("EVENTWIRE_DEV")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(common::WAIT, lines.next_line())
-        .await
-        .expect("the binary printed its address")
-        .unwrap()
-        .unwrap();
-    let base = line.strip_prefix("listening on ").unwrap().to_owned();
-    Running { child, base }
-}
-
-impl Running {
-    fn terminate(&self) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn wait_exit(mut self, within: Duration) -> (std::process::ExitStatus, String) {
-        let status = tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("the binary exited in time")
-            .unwrap();
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .await
-            .unwrap();
-        (status, stderr)
-    }
-}
+use tokio::process::Command;
 
 async fn open(base: &str, query: &str, headers: &[(&str, &str)]) -> Sse {
     let mut req = reqwest::Client::new().get(format!("{base}/events{query}"));
@@ -143,11 +82,11 @@ async fn refuses_to_start_without_auth_and_says_why() {
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_with_shutdown_and_exits() {
-    let hub = start(&["--dev", "--retry-ms", "1500"], &[], "info").await;
+    let hub = Binary::start(&["--dev", "--retry-ms", "1500"], &[]).await;
     let mut a = open(&hub.base, "?clientId=a", &[]).await;
     let mut b = open(&hub.base, "?clientId=b", &[]).await;
     let started = Instant::now();
-    hub.terminate();
+    hub.signal("TERM");
     for sse in [&mut a, &mut b] {
         let rest = sse.until_end().await;
         assert_eq!(rest.last().map(|e| e.event.as_str()), Some("__shutdown"));
@@ -189,13 +128,13 @@ async fn env_configures_the_binary_and_tokens_never_reach_the_logs() {
     )
     .unwrap();
 
-    let hub = start(
+    let hub = Binary::start(
         &[],
         &[
             ("EVENTWIRE_JWT_SECRET", secret),
             ("EVENTWIRE_HEARTBEAT_SECS", "7"),
+            ("RUST_LOG", "trace"),
         ],
-        "trace",
     )
     .await;
     let http = reqwest::Client::new();
@@ -238,7 +177,7 @@ async fn env_configures_the_binary_and_tokens_never_reach_the_logs() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    hub.terminate();
+    hub.signal("TERM");
     let (status, stderr) = hub.wait_exit(Duration::from_secs(4)).await;
     assert!(status.success());
     assert!(stderr.contains("/events"), "requests are logged: {stderr}");
@@ -290,7 +229,7 @@ async fn out_of_range_numbers_are_refused_at_start_with_the_flag_named() {
 #[tokio::test]
 async fn static_file_errors_are_json_too() {
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../demo");
-    let hub = start(&["--dev", "--demo", demo], &[], "warn").await;
+    let hub = Binary::start(&["--dev", "--demo", demo], &[("RUST_LOG", "warn")]).await;
     let http = reqwest::Client::new();
     let res = http
         .get(format!("{}/demo/no-such-file.js", hub.base))
@@ -319,7 +258,7 @@ async fn static_file_errors_are_json_too() {
 
 #[tokio::test]
 async fn json_logs_parse_line_by_line_with_a_line_per_request_and_no_colour() {
-    let hub = start(&["--dev", "--log-format", "json"], &[], "info").await;
+    let hub = Binary::start(&["--dev", "--log-format", "json"], &[]).await;
     let http = reqwest::Client::new();
     let secret_looking = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.c2lnbmF0dXJl";
     let res = http
@@ -335,7 +274,7 @@ async fn json_logs_parse_line_by_line_with_a_line_per_request_and_no_colour() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    hub.terminate();
+    hub.signal("TERM");
     let (status, stderr) = hub.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success());
     assert!(
@@ -379,7 +318,11 @@ async fn tokens_minted_by_eventwire_token_are_accepted_by_the_hub() {
     };
     let reader = mint(&["--sub", "alice", "--subscribe", "chat:*", "--ttl", "10m"]);
     let admin = mint(&["--sub", "ops", "--role", "admin"]);
-    let hub = start(&[], &[("EVENTWIRE_JWT_SECRET", secret)], "warn").await;
+    let hub = Binary::start(
+        &[],
+        &[("EVENTWIRE_JWT_SECRET", secret), ("RUST_LOG", "warn")],
+    )
+    .await;
     let http = reqwest::Client::new();
     let get = |path: &str, token: &str| {
         http.get(format!("{}{path}", hub.base))

@@ -11,12 +11,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{data, Sse};
+use common::{data, Binary, Sse, BIN};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventwire");
 
 fn redis_server() -> String {
     std::env::var("EVENTWIRE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
@@ -123,9 +121,7 @@ fn uuid_like() -> String {
 
 /// One `eventwire --dev --redis-url …` process.
 struct Instance {
-    child: Child,
-    base: String,
-    stderr: tokio::task::JoinHandle<String>,
+    bin: Binary,
 }
 
 impl Instance {
@@ -136,46 +132,28 @@ impl Instance {
         } else {
             &["--dev"]
         };
-        let mut child = Command::new(BIN)
-            .args(dev)
-            .args(["--listen", "127.0.0.1:0", "--monitor-secs", "0"])
-            .args(["--redis-url", &redis.url(), "--instance", name])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        // Generous: a cold start on a loaded machine is not what these tests measure.
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the instance printed its address")
-            .unwrap()
-            .expect("the instance started");
-        let base = line.strip_prefix("listening on ").unwrap().to_owned();
-        let mut stderr = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text).await;
-            text
-        });
+        let url = redis.url();
+        let own = [
+            "--monitor-secs",
+            "0",
+            "--redis-url",
+            &url,
+            "--instance",
+            name,
+        ];
+        let args = [dev, &own, extra].concat();
         Instance {
-            child,
-            base,
-            stderr,
+            bin: Binary::start(&args, &[]).await,
         }
     }
 
     async fn subscribe(&self, query: &str, last: Option<&str>) -> Sse {
-        let mut req = reqwest::Client::new().get(format!("{}/events{query}", self.base));
+        let mut req = reqwest::Client::new().get(format!("{}/events{query}", self.bin.base));
         if let Some(last) = last {
             req = req.header("Last-Event-ID", last);
         }
         let res = req.send().await.unwrap();
-        assert_eq!(res.status(), 200, "{}", self.base);
+        assert_eq!(res.status(), 200, "{}", self.bin.base);
         let mut sse = Sse::new(res);
         let first = sse.next().await;
         assert_eq!(first.event, "__connected");
@@ -186,7 +164,7 @@ impl Instance {
 
     async fn publish(&self, body: &Value) -> (u16, Value) {
         let res = reqwest::Client::new()
-            .post(format!("{}/publish", self.base))
+            .post(format!("{}/publish", self.bin.base))
             .json(body)
             .timeout(Duration::from_secs(20))
             .send()
@@ -202,12 +180,6 @@ impl Instance {
         let (status, answer) = self.publish(&body).await;
         assert_eq!(status, 200, "{answer}");
         answer["id"].as_str().unwrap().to_owned()
-    }
-
-    async fn kill(mut self) -> String {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-        self.stderr.await.unwrap_or_default()
     }
 }
 
@@ -392,7 +364,7 @@ async fn clients_of_a_killed_instance_resume_on_another() {
     let mut sse = a.subscribe("?clientId=k", None).await;
     let first = b.publish_ok(json!({"event": "n", "data": 1})).await;
     assert_eq!(take(&mut sse, 1).await[0].0, first);
-    a.kill().await;
+    a.bin.kill().await;
     let missed = b.publish_ok(json!({"event": "n", "data": 2})).await;
     let mut back = b.subscribe("?clientId=k", Some(&first)).await;
     assert_eq!(take(&mut back, 1).await[0].0, missed);
@@ -409,7 +381,7 @@ async fn history_survives_a_restart_of_every_instance() {
     assert_eq!(take(&mut sse, 1).await[0].0, first);
     drop(sse);
     let missed = a.publish_ok(json!({"event": "n", "data": 2})).await;
-    a.kill().await;
+    a.bin.kill().await;
     let fresh = Instance::start(&redis, "a2", &[]).await;
     let mut back = fresh.subscribe("?clientId=r", Some(&first)).await;
     let e = back.next().await;
@@ -494,7 +466,7 @@ async fn a_plain_redis_client_publishes_and_bad_entries_are_refused() {
     let mut rejected = 0;
     for instance in [&a, &b] {
         let stats: Value = http
-            .get(format!("{}/stats", instance.base))
+            .get(format!("{}/stats", instance.bin.base))
             .send()
             .await
             .unwrap()
@@ -504,7 +476,7 @@ async fn a_plain_redis_client_publishes_and_bad_entries_are_refused() {
         rejected += stats["publishStreamRejected"].as_u64().unwrap();
     }
     assert_eq!(rejected, 3);
-    let logs = a.kill().await + &b.kill().await;
+    let logs = a.bin.kill().await + &b.bin.kill().await;
     assert_eq!(logs.matches("refused").count(), 3, "{logs}");
 }
 
@@ -538,7 +510,7 @@ async fn stats_clients_and_drop_span_every_instance() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let stats = loop {
         let stats: Value = http
-            .get(format!("{}/stats", a.base))
+            .get(format!("{}/stats", a.bin.base))
             .send()
             .await
             .unwrap()
@@ -564,7 +536,7 @@ async fn stats_clients_and_drop_span_every_instance() {
         .collect();
     assert_eq!(names, ["a", "b"]);
     let clients: Value = http
-        .get(format!("{}/clients", a.base))
+        .get(format!("{}/clients", a.bin.base))
         .send()
         .await
         .unwrap()
@@ -593,7 +565,7 @@ async fn stats_clients_and_drop_span_every_instance() {
     );
     // Dropping y through instance a reaches it on b.
     let res = http
-        .post(format!("{}/clients/drop", a.base))
+        .post(format!("{}/clients/drop", a.bin.base))
         .json(&json!({"clientId": "y", "forSecs": 30}))
         .send()
         .await
@@ -605,7 +577,7 @@ async fn stats_clients_and_drop_span_every_instance() {
     assert_eq!(data(last)["reason"], "dropped");
     // And b refuses it for the pause.
     let res = http
-        .get(format!("{}/events?clientId=y", b.base))
+        .get(format!("{}/events?clientId=y", b.bin.base))
         .send()
         .await
         .unwrap();
@@ -631,7 +603,7 @@ async fn a_ticket_from_one_instance_works_once_on_another() {
     .unwrap();
     let http = reqwest::Client::new();
     let answer: Value = http
-        .post(format!("{}/tickets", a.base))
+        .post(format!("{}/tickets", a.bin.base))
         .bearer_auth(&token)
         .send()
         .await
@@ -641,11 +613,11 @@ async fn a_ticket_from_one_instance_works_once_on_another() {
         .unwrap();
     let ticket = answer["ticket"].as_str().unwrap();
     let url = |base: &str| format!("{base}/events?ticket={ticket}");
-    let first = http.get(url(&b.base)).send().await.unwrap();
+    let first = http.get(url(&b.bin.base)).send().await.unwrap();
     assert_eq!(first.status(), 200);
     let mut sse = Sse::new(first);
     assert_eq!(data(&sse.next().await)["userId"], "alice");
-    let again = http.get(url(&a.base)).send().await.unwrap();
+    let again = http.get(url(&a.bin.base)).send().await.unwrap();
     assert_eq!(again.status(), 401);
 }
 

@@ -6,18 +6,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{config, TestHub};
+use common::{config, Binary, TestHub, BIN};
 use eventwire_server::auth::KeySet;
 use eventwire_server::Auth;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_eventwire");
+use tokio::process::Command;
 
 const KEY_A: &[u8] = include_bytes!("fixtures/test-ec-a-private.pem");
 const KEY_B: &[u8] = include_bytes!("fixtures/test-ec-b-private.pem");
@@ -261,63 +257,6 @@ async fn rs256_needs_an_rsa_key_configured() {
 
 // --- the binary ---------------------------------------------------------------------------
 
-struct Running {
-    child: Child,
-    base: String,
-}
-
-async fn start(args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("EVENTWIRE_JWT_SECRET")
-        .env_remove("EVENTWIRE_DEV")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(common::WAIT, lines.next_line())
-        .await
-        .expect("the binary printed its address")
-        .unwrap()
-        .unwrap();
-    let base = line.strip_prefix("listening on ").unwrap().to_owned();
-    Running { child, base }
-}
-
-impl Running {
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM, then the exit status and everything the binary logged.
-    async fn stop(mut self) -> (std::process::ExitStatus, String) {
-        self.signal("TERM");
-        let status = tokio::time::timeout(common::WAIT, self.child.wait())
-            .await
-            .expect("the binary exited in time")
-            .unwrap();
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .await
-            .unwrap();
-        (status, stderr)
-    }
-}
-
 /// A JWKS file for one test, removed when dropped.
 struct JwksFile(PathBuf);
 
@@ -369,7 +308,11 @@ fn key_material(jwk: &str) -> [String; 2] {
 #[tokio::test]
 async fn sighup_reads_the_rotated_file_and_a_broken_one_keeps_the_keys() {
     let file = JwksFile::new("sighup", &[JWK_A]);
-    let hub = start(&["--jwt-jwks", file.path(), "--jwt-jwks-reload-secs", "0"]).await;
+    let hub = Binary::start(
+        &["--jwt-jwks", file.path(), "--jwt-jwks-reload-secs", "0"],
+        &[],
+    )
+    .await;
     let a = es256(KEY_A, Some("key-a"), "alice");
     let b = es256(KEY_B, Some("key-b"), "bob");
     assert_eq!(stats(&hub.base, &a).await.0, 200);
@@ -412,7 +355,11 @@ async fn sighup_reads_the_rotated_file_and_a_broken_one_keeps_the_keys() {
 #[tokio::test]
 async fn the_timer_reads_the_file_without_a_signal() {
     let file = JwksFile::new("timer", &[JWK_A]);
-    let hub = start(&["--jwt-jwks", file.path(), "--jwt-jwks-reload-secs", "1"]).await;
+    let hub = Binary::start(
+        &["--jwt-jwks", file.path(), "--jwt-jwks-reload-secs", "1"],
+        &[],
+    )
+    .await;
     let b = es256(KEY_B, Some("key-b"), "bob");
     assert_eq!(stats(&hub.base, &b).await.0, 401);
     file.write(&jwks(&[JWK_B]));
@@ -490,7 +437,7 @@ async fn eventwire_token_mints_es256_with_a_key_and_kid() {
         (Algorithm::ES256, Some("key-a"))
     );
     let file = JwksFile::new("mint", &[JWK_A]);
-    let hub = start(&["--jwt-jwks", file.path()]).await;
+    let hub = Binary::start(&["--jwt-jwks", file.path()], &[]).await;
     assert_eq!(stats(&hub.base, &token).await.0, 200);
     // --key needs --kid; a public key is not a signing key.
     assert!(!mint(&["--key", key.to_str().unwrap()]).status.success());

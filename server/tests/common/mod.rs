@@ -1,20 +1,30 @@
 //! Shared harness for the black-box tests: a hub served over a real socket on 127.0.0.1:0,
-//! and SSE streams read with an independent parser (`eventsource-stream`), never with the
-//! hub's own code.
+//! the `eventwire` binary run as an operator runs it, and SSE streams read with an independent
+//! parser (`eventsource-stream`), never with the hub's own code.
 #![allow(dead_code)]
 
 use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use eventsource_stream::{Event, Eventsource};
 use eventwire_server::{router, serve, Config, Hub};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long a test waits for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The `eventwire` binary of this build.
+pub const BIN: &str = env!("CARGO_BIN_EXE_eventwire");
+
+/// How long a started binary gets to print its address. Generous: a cold start on a loaded
+/// 2-core CI machine is not what these tests measure.
+pub const START_WAIT: Duration = Duration::from_secs(30);
 
 pub struct TestHub {
     pub hub: Hub,
@@ -145,6 +155,109 @@ impl TestHub {
             return Err((status, res.json().await.unwrap_or(Value::Null)));
         }
         Ok(Sse::new(res))
+    }
+}
+
+/// A running `eventwire` binary, killed when dropped (a failed test leaves no process behind).
+pub struct Binary {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, from its "listening on" line.
+    pub base: String,
+    /// Everything it writes on stderr, read as it comes (a full pipe would stall the hub).
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Binary {
+    /// Runs `eventwire --listen 127.0.0.1:0 ARGS` with `RUST_LOG=info`, then `env` (which may
+    /// set `RUST_LOG` too); `EVENTWIRE_JWT_SECRET` and `EVENTWIRE_DEV` are not inherited from
+    /// the test's own environment. Returns once it printed "listening on ADDR".
+    ///
+    /// # Panics
+    /// When it exits or prints no address within [`START_WAIT`], with what it logged.
+    pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("EVENTWIRE_JWT_SECRET")
+            .env_remove("EVENTWIRE_DEV")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let mut child = cmd.spawn().expect("the eventwire binary runs");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        let mut binary = Binary {
+            child,
+            base: String::new(),
+            stderr: Some(stderr),
+        };
+        let stdout = binary.child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let listening = tokio::time::timeout(START_WAIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(base) = line.strip_prefix("listening on ") {
+                    return Some(base.to_owned());
+                }
+            }
+            None
+        })
+        .await;
+        match listening {
+            Ok(Some(base)) => binary.base = base,
+            Ok(None) => panic!("eventwire {args:?} exited: {}", binary.kill().await),
+            Err(_) => panic!(
+                "eventwire {args:?} printed no address within {START_WAIT:?}: {}",
+                binary.kill().await
+            ),
+        }
+        binary
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits up to `within` for it to exit: its exit status and everything it logged.
+    pub async fn wait_exit(mut self, within: Duration) -> (ExitStatus, String) {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the binary exited in time")
+            .unwrap();
+        (status, self.logs().await)
+    }
+
+    /// SIGTERM, then [`Binary::wait_exit`] within [`WAIT`].
+    pub async fn stop(self) -> (ExitStatus, String) {
+        self.signal("TERM");
+        self.wait_exit(WAIT).await
+    }
+
+    /// Kills it at once (SIGKILL); returns everything it logged.
+    pub async fn kill(mut self) -> String {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.logs().await
+    }
+
+    async fn logs(&mut self) -> String {
+        match self.stderr.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        }
     }
 }
 
