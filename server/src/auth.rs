@@ -239,7 +239,8 @@ impl Auth {
     /// Verifies `token` and reads the caller's identity from it.
     ///
     /// # Errors
-    /// [`Error::TokenExpired`] or [`Error::InvalidToken`].
+    /// [`Error::TokenExpired`], [`Error::UnknownKey`] (with a key set: the header's `kid` is
+    /// not in it) or [`Error::InvalidToken`].
     pub fn verify(&self, token: &str) -> Result<Identity, Error> {
         // RFC 7515 4.1.11: a recipient that does not understand every extension listed in
         // `crit` must reject the token. This hub understands none.
@@ -311,11 +312,7 @@ impl Auth {
                 ))
             })?;
             // The token's kid is not repeated back: it is whatever the caller sent.
-            let key = keys.get(kid).ok_or_else(|| {
-                Error::InvalidToken(
-                    "unknown key: the header's `kid` names no key in the hub's key set".into(),
-                )
-            })?;
+            let key = keys.get(kid).ok_or(Error::UnknownKey)?;
             if key.algorithm != header.alg {
                 return Err(Error::InvalidToken(format!(
                     "signed with {:?}, but the key its `kid` names is for {:?}",

@@ -71,6 +71,11 @@ pub enum Error {
     /// The token failed validation (signature, format, algorithm, claims).
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// The token's header names, by `kid`, no key in the hub's key set: a key not added to
+    /// the JWKS file yet, or already removed from it (key rotation), or a token from another
+    /// issuer.
+    #[error("unknown key: the header's `kid` names no key in the hub's key set")]
+    UnknownKey,
     /// A ticket that is unknown, already used or expired.
     #[error("the ticket is unknown, already used or expired: get a new one from POST /tickets")]
     InvalidTicket,
@@ -139,6 +144,7 @@ impl Error {
             Error::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::MissingToken
             | Error::InvalidToken(_)
+            | Error::UnknownKey
             | Error::TokenExpired
             | Error::InvalidTicket => StatusCode::UNAUTHORIZED,
             Error::Forbidden | Error::ForbiddenTopic(_) => StatusCode::FORBIDDEN,
@@ -175,6 +181,7 @@ impl Error {
             Error::InvalidQuery(_) => "invalid_query",
             Error::MissingToken => "missing_token",
             Error::InvalidToken(_) => "invalid_token",
+            Error::UnknownKey => "unknown_key",
             Error::TokenExpired => "token_expired",
             Error::InvalidTicket => "invalid_ticket",
             Error::Forbidden => "forbidden",
@@ -225,7 +232,7 @@ impl IntoResponse for Error {
         }
         if matches!(
             self,
-            Error::MissingToken | Error::InvalidToken(_) | Error::TokenExpired
+            Error::MissingToken | Error::InvalidToken(_) | Error::UnknownKey | Error::TokenExpired
         ) {
             response
                 .headers_mut()

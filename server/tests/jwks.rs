@@ -145,8 +145,11 @@ async fn unknown_missing_or_mismatched_kids_and_tampered_tokens_are_401() {
         Some("key-a"),
         &claims("rsa"),
     );
+    // A kid the set does not hold has a code of its own: key rotation trouble, not forgery.
+    let (status, code, text) = stats(&t.base, &es256(KEY_A, Some("key-z"), "alice")).await;
+    assert_eq!((status, code.as_str()), (401, "unknown_key"));
+    assert!(text.contains("unknown key"), "{text}");
     let cases = [
-        (es256(KEY_A, Some("key-z"), "alice"), "unknown key"),
         (es256(KEY_A, None, "alice"), "no `kid`"),
         // Signed with key B while naming key A.
         (es256(KEY_B, Some("key-a"), "alice"), "bad signature"),
@@ -178,6 +181,20 @@ async fn unknown_missing_or_mismatched_kids_and_tampered_tokens_are_401() {
     // The caller's kid is not echoed back.
     let odd = es256(KEY_A, Some("<kid sent by the caller>"), "alice");
     assert!(!stats(&t.base, &odd).await.2.contains("sent by the caller"));
+    // And /metrics counts the two apart.
+    let res = reqwest::Client::new()
+        .get(format!("{}/metrics", t.base))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    for line in [
+        r#"eventwire_auth_failures_total{code="unknown_key"} 2"#,
+        r#"eventwire_auth_failures_total{code="invalid_token"} 6"#,
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
 }
 
 #[tokio::test]
@@ -239,9 +256,8 @@ async fn rs256_needs_an_rsa_key_configured() {
     assert_eq!(status, 401);
     assert!(text.contains("does not accept"), "{text}");
     let ec_only = hub(&[JWK_A], None).await;
-    let (status, _, text) = stats(&ec_only.base, &token).await;
-    assert_eq!(status, 401);
-    assert!(text.contains("unknown key"), "{text}");
+    let (status, code, _) = stats(&ec_only.base, &token).await;
+    assert_eq!((status, code.as_str()), (401, "unknown_key"));
     // The RSA key in the set: accepted, with RS256 only.
     let with_rsa = hub(&[JWK_A, JWK_RSA], None).await;
     assert_eq!(stats(&with_rsa.base, &token).await.0, 200);
@@ -316,7 +332,7 @@ async fn sighup_reads_the_rotated_file_and_a_broken_one_keeps_the_keys() {
     let a = es256(KEY_A, Some("key-a"), "alice");
     let b = es256(KEY_B, Some("key-b"), "bob");
     assert_eq!(stats(&hub.base, &a).await.0, 200);
-    assert_eq!(stats(&hub.base, &b).await.1, "invalid_token");
+    assert_eq!(stats(&hub.base, &b).await.1, "unknown_key");
 
     // Rotation: key B in, key A out.
     file.write(&jwks(&[JWK_B]));
@@ -325,8 +341,9 @@ async fn sighup_reads_the_rotated_file_and_a_broken_one_keeps_the_keys() {
     assert_eq!(stats(&hub.base, &a).await.0, 200);
     hub.signal("HUP");
     until_status(&hub.base, &b, 200).await;
+    // Key A is gone: its tokens are refused as naming an unknown key, not as forged.
     let (status, code, text) = stats(&hub.base, &a).await;
-    assert_eq!((status, code.as_str()), (401, "invalid_token"));
+    assert_eq!((status, code.as_str()), (401, "unknown_key"));
     assert!(text.contains("unknown key"), "{text}");
 
     // A broken file: the keys in use stay. (A JSON parser's own message would quote this
