@@ -5,6 +5,10 @@
 //! limit); streams identify them by the ids the hub answers. The largest accepted length is
 //! found without publishing: a batch whose last element is invalid (`__probe`) is answered
 //! `400 invalid_event` when its length is accepted and `413`/another 400 when it is not.
+//!
+//! The streams live in worker processes (at least two: `shard` runs a lone shard in this
+//! process), so that parsing every delivered event does not delay the bystander here: its
+//! timings are then the hub's. `--in-process` is the exception, for comparison.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +54,10 @@ pub struct Args {
     /// Streams connecting at once.
     #[arg(long, default_value_t = 200)]
     pub concurrency: usize,
+    /// Keep the streams in this process (up to `--per-process` of them) rather than in worker
+    /// processes: the bystander's timings then include this process parsing every event.
+    #[arg(long)]
+    pub in_process: bool,
 }
 
 fn batch_body(n: usize, probe: bool) -> Bytes {
@@ -145,17 +153,30 @@ pub async fn run(hub: Hub, sources: Sources, per_process: usize, args: Args) -> 
         reconnect_delay_ms: 0,
         concurrency: args.concurrency,
     };
+    // At least two shards, so that each is a worker process (see the module docs).
+    let per_process = if args.in_process {
+        per_process
+    } else {
+        per_process.min(args.streams.div_ceil(2)).max(1)
+    };
     let opening = Instant::now();
     let Some((mut shards, connected)) =
         start_streams(&mut out, &base, args.streams, per_process).await
     else {
         return out.finish();
     };
+    let in_workers = shards.iter().all(|s| s.pid().is_some());
     out.line(format!(
-        "{connected} of {} streams connected in {} ms",
+        "{connected} of {} streams connected in {} ms, in {}",
         args.streams,
-        opening.elapsed().as_millis()
+        opening.elapsed().as_millis(),
+        if in_workers {
+            format!("{} worker processes", shards.len())
+        } else {
+            "this process".to_owned()
+        }
     ));
+    out.set("streams_in_workers", in_workers);
     let rss_before = rss(args.hub_pid);
 
     // RSS sampler and bystander publisher.
