@@ -830,7 +830,7 @@ impl Registry for Fanout {
     }
 
     fn delivered_after(&self, lag: Duration) {
-        self.metrics.delivery_lag_seconds.observe(lag.as_secs_f64());
+        self.metrics.delivery_lag_seconds.observe(lag);
     }
 
     fn lag_cut(&self, client_id: &str, max_lag: Duration) {
