@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::error::Error;
-use crate::net::{GuardedIo, Slot};
+use crate::net::{write_timed_out, GuardedIo, Slot};
 use crate::routes::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
 use crate::stream::Subscription;
 
@@ -323,10 +323,7 @@ async fn write_response(
 async fn write(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
     match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
         Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the peer stopped reading: write timed out",
-        )),
+        Err(_) => Err(write_timed_out()),
     }
 }
 

@@ -250,13 +250,18 @@ impl<T> GuardedIo<T> {
                     .deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(deadline.as_mut().poll(cx));
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the peer stopped reading: write timed out",
-                )))
+                Poll::Ready(Err(write_timed_out()))
             }
         }
     }
+}
+
+/// A write that did not finish within the write timeout: the peer stopped reading.
+pub(crate) fn write_timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the peer stopped reading: write timed out",
+    )
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
