@@ -241,3 +241,135 @@ impl IntoResponse for Error {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of every variant. The `match` makes a new variant a compile error here until it is
+    /// listed, and so until the protocol table below is checked for it.
+    fn every_variant() -> Vec<Error> {
+        let s = String::new;
+        let all = vec![
+            Error::MalformedJson(s()),
+            Error::PayloadTooLarge { limit: 1 },
+            Error::BatchTooLarge { limit: 1, got: 2 },
+            Error::RequestTimeout(Duration::from_secs(1)),
+            Error::UriTooLong(1),
+            Error::HeadersTooLarge(s()),
+            Error::MalformedRequest(s()),
+            Error::UnsupportedMediaType,
+            Error::InvalidEvent(s()),
+            Error::InvalidId(s()),
+            Error::ConflictingTargets(s()),
+            Error::InvalidTarget(s()),
+            Error::InvalidLastEventId(s()),
+            Error::InvalidQuery(s()),
+            Error::MissingToken,
+            Error::InvalidToken(s()),
+            Error::UnknownKey,
+            Error::InvalidTicket,
+            Error::TokenExpired,
+            Error::Forbidden,
+            Error::ForbiddenTopic(s()),
+            Error::NotFound(s()),
+            Error::MethodNotAllowed,
+            Error::TooManyConnections(s()),
+            Error::AuthNotConfigured,
+            Error::InvalidConfig(s()),
+            Error::BrokerUnavailable(s()),
+            Error::ShuttingDown,
+            Error::ClientIdTaken(s()),
+            Error::ClientPaused {
+                client_id: s(),
+                retry_after: Duration::from_secs(1),
+            },
+        ];
+        for e in &all {
+            match e {
+                Error::MalformedJson(_)
+                | Error::PayloadTooLarge { .. }
+                | Error::BatchTooLarge { .. }
+                | Error::RequestTimeout(_)
+                | Error::UriTooLong(_)
+                | Error::HeadersTooLarge(_)
+                | Error::MalformedRequest(_)
+                | Error::UnsupportedMediaType
+                | Error::InvalidEvent(_)
+                | Error::InvalidId(_)
+                | Error::ConflictingTargets(_)
+                | Error::InvalidTarget(_)
+                | Error::InvalidLastEventId(_)
+                | Error::InvalidQuery(_)
+                | Error::MissingToken
+                | Error::InvalidToken(_)
+                | Error::UnknownKey
+                | Error::InvalidTicket
+                | Error::TokenExpired
+                | Error::Forbidden
+                | Error::ForbiddenTopic(_)
+                | Error::NotFound(_)
+                | Error::MethodNotAllowed
+                | Error::TooManyConnections(_)
+                | Error::AuthNotConfigured
+                | Error::InvalidConfig(_)
+                | Error::BrokerUnavailable(_)
+                | Error::ShuttingDown
+                | Error::ClientIdTaken(_)
+                | Error::ClientPaused { .. } => {}
+            }
+        }
+        all
+    }
+
+    /// `(status, code)` of every row of the error table in docs/PROTOCOL.md.
+    fn protocol_table() -> Vec<(u16, String)> {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let section = doc
+            .split("\n## Errors\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("docs/PROTOCOL.md has an `## Errors` section");
+        section
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let status = cells.get(1)?.parse().ok()?;
+                let code = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((status, code.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_error_a_client_can_get_is_in_the_protocol_table_with_its_status() {
+        let table = protocol_table();
+        assert!(table.len() > 20, "the error table was not found: {table:?}");
+        let mut answered: Vec<(u16, String)> = every_variant()
+            .iter()
+            // A bad setting stops the hub at start; it never reaches a client.
+            .filter(|e| !matches!(e, Error::InvalidConfig(_)))
+            .map(|e| (e.status().as_u16(), e.code().to_owned()))
+            .collect();
+        answered.sort();
+        answered.dedup();
+        let mut documented = table.clone();
+        documented.sort();
+        assert_eq!(
+            answered, documented,
+            "Error::status()/code() and the `## Errors` table of docs/PROTOCOL.md disagree"
+        );
+    }
+
+    #[test]
+    fn codes_are_distinct_snake_case_names() {
+        let mut codes: Vec<&str> = every_variant().iter().map(Error::code).collect();
+        assert!(codes
+            .iter()
+            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        let n = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), n, "two variants share a code");
+    }
+}
