@@ -274,6 +274,13 @@ function tell(listeners: Entry[], type: string, event: object): void {
  *   id before one still in flight), so each tab drops an id it delivered recently.
  * - Tabs sharing: the lock's holder and its queue (`navigator.locks.query()`), so a crashed
  *   tab stops counting without saying goodbye.
+ * - A frozen leader (a background tab the browser froze keeps its lock but runs nothing): the
+ *   leader posts its state every 2 s and forwards the hub's `__heartbeat`s, which arrive even
+ *   while its timers are throttled. A tab that hears no leader for 3 heartbeat intervals (at
+ *   least 5 s; 45 s before the first `__connected` says the interval) asks once more, then
+ *   steals the lock and leads. Every leader has a term one above the newest it heard of; tabs
+ *   ignore a lower term, so the old leader, once thawed, finds its lock gone, closes its
+ *   connection and follows.
  *
  * The code lives here, in TypeScript, rather than in the wasm core: locks, channels and
  * structured clone are JavaScript APIs, each of which would cost the wasm its glue, and the
@@ -284,13 +291,18 @@ function tell(listeners: Entry[], type: string, event: object): void {
 type State = [ReadyState, string | undefined, number];
 /** What tabs post: an event, the leader's state and tab count, a tab's types, a goodbye, a command. */
 type Message =
-  | { k: "e"; t: string; e: unknown; s: State }
-  | { k: "s"; s: State; n: number }
+  | { k: "e"; t: string; e: unknown; s: State; g: number }
+  | { k: "s"; s: State; n: number; g: number; p: number }
   | { k: "h"; id: string; types: string[] }
   | { k: "b"; id: string }
   | { k: "c"; c: "connect" | "reconnect" };
 
 const LIFECYCLE = ["open", "statechange", "reconnecting", "gap", "error"];
+/** System events a leader always forwards: followers read the heartbeat interval and liveness. */
+const BEATS = ["__connected", "__heartbeat"];
+/** A silent leader is waited for this many heartbeat intervals, and at least `STALE_MIN` ms. */
+const STALE_BEATS = 3;
+const STALE_MIN = 5000;
 /** How many delivered application event ids each tab remembers, to drop a repeat. */
 const RECENT = 512;
 
@@ -328,6 +340,15 @@ function sharedClient(
   let leader: boolean | undefined;
   let tabs = 1;
   let closed = false;
+  /** The newest leader's term this tab knows of: its own while it leads. */
+  let term = 0;
+  /** When this tab last heard its leader, and how long a silent one is waited for. */
+  let heard = 0;
+  let patience = 45000;
+  let suspect = false;
+  let watch: ReturnType<typeof setInterval> | undefined;
+  /** Spreads the tabs' takeovers of a frozen leader, so that one usually steals alone. */
+  const jitter = Math.random() * 2000;
 
   const post = (message: Message) => channel?.postMessage(message);
   const snapshot = (): State => (real ? [real.readyState, real.lastEventId, real.reconnectAttempts] : state);
@@ -335,8 +356,12 @@ function sharedClient(
 
   const emit = (type: string, event: object) => !closed && tell(listeners, type, event);
 
+  const announce = (n: number) => post({ k: "s", s: snapshot(), n, g: term, p: patience });
+
   /** Delivers an event to this tab, once: an application event id seen lately is dropped. */
-  const receive = (type: string, event: { id?: unknown }) => {
+  const receive = (type: string, event: { id?: unknown; data?: { heartbeatSecs?: number } }) => {
+    const beat = type == "__connected" && event.data?.heartbeatSecs;
+    if (beat) patience = Math.max(STALE_MIN, beat * 1000 * STALE_BEATS);
     if (!LIFECYCLE.includes(type) && !type.startsWith("__") && event.id != null) {
       if (recent.includes(event.id)) return;
       if (recent.push(event.id) > RECENT) recent.shift();
@@ -360,26 +385,28 @@ function sharedClient(
         // An error's `cause` may not survive structured cloning: its type, message and option go.
         const { error } = event;
         const e = error ? { ...event, error: [error.type, error.message, { option: error.option }] } : event;
-        post({ k: "e", t: type, e, s: snapshot() });
+        post({ k: "e", t: type, e, s: snapshot(), g: term });
         receive(type, event);
       }),
     );
   };
   const forwardAll = () => {
-    for (const type of [...LIFECYCLE, ...types(), ...[...others.values()].flat()]) forward(type);
+    for (const type of [...LIFECYCLE, ...BEATS, ...types(), ...[...others.values()].flat()]) forward(type);
   };
 
   const count = async () => {
     const { held = [], pending = [] } = await navigator.locks.query();
     const n = [...held, ...pending].filter((lock) => lock.name === name).length;
-    if (real && !closed && n !== tabs) {
+    // Every 2 s, changed or not: the followers' sign that this leader is alive.
+    if (real && !closed) {
       role(true, n);
-      post({ k: "s", s: snapshot(), n });
+      announce(n);
     }
   };
 
   const lead = () => {
     if (closed || !make) return;
+    term += 1;
     real = make(url, {
       ...options,
       autoConnect: true,
@@ -390,9 +417,32 @@ function sharedClient(
     });
     forwardAll();
     role(true, tabs);
-    post({ k: "s", s: snapshot(), n: tabs });
+    announce(tabs);
     void count();
     poll = setInterval(count, 2000);
+  };
+
+  /** Stops leading (a tab that found this one silent, frozen, took the lock), and queues again. */
+  const resign = () => {
+    state = snapshot();
+    clearInterval(poll);
+    forwarders.clear();
+    const was = real;
+    real = undefined;
+    was?.close();
+    role(false, tabs);
+    heard = Date.now();
+    queue();
+  };
+
+  /** Asks for the lock (queueing behind the leader), or takes it from a frozen one. */
+  const queue = (steal?: boolean) => {
+    abort?.abort();
+    abort = new AbortController();
+    navigator.locks
+      .request(name!, steal ? { steal } : { signal: abort.signal }, () => new Promise<void>((r) => ((release = r), lead())))
+      // Stolen while leading (this tab was frozen), unless a newer leader's post said so first.
+      .catch(() => real && !closed && resign());
   };
 
   const onMessage = (message: Message) => {
@@ -401,7 +451,7 @@ function sharedClient(
       others.set(message.id, message.types);
       if (real) {
         forwardAll();
-        post({ k: "s", s: snapshot(), n: tabs });
+        announce(tabs);
         void count();
       }
     } else if (message.k == "b") {
@@ -409,7 +459,13 @@ function sharedClient(
       if (real) void count();
     } else if (message.k == "c") {
       real?.[message.c]();
-    } else if (!real) {
+    } else if (message.g > term || (message.g == term && !real)) {
+      // A leader's post. One of a newer term than this tab's own while it leads means this
+      // tab's lock was stolen while it was frozen.
+      if (real) resign();
+      term = message.g;
+      heard = Date.now();
+      suspect = false;
       const was = state[0];
       state = message.s;
       if (message.k == "e") {
@@ -423,6 +479,7 @@ function sharedClient(
           emit("statechange", { type: "statechange", readyState: state[0] });
           if (state[0] === 1) emit("open", { type: "open" });
         }
+        patience = message.p;
         role(false, message.n);
       }
     }
@@ -433,12 +490,21 @@ function sharedClient(
     state = [0, state[1], 0];
     channel = new BroadcastChannel(name);
     channel.onmessage = (e: MessageEvent<Message>) => onMessage(e.data);
-    abort = new AbortController();
-    navigator.locks
-      .request(name, { signal: abort.signal }, () => new Promise<void>((r) => ((release = r), lead())))
-      .catch(() => {});
+    queue();
     // After asking for the lock, so that the leader counts this tab.
     post({ k: "h", id, types: types() });
+    heard = Date.now();
+    watch = setInterval(() => {
+      if (real || closed || Date.now() - heard < patience + jitter) return;
+      if (!suspect) {
+        // Once more first: a tab just thawed may still have the leader's posts queued.
+        suspect = true;
+        post({ k: "h", id, types: types() });
+      } else {
+        heard = Date.now();
+        queue(true);
+      }
+    }, 1000);
   };
 
   const subscribe = (type: string, listener: Listener, once: boolean): boolean => {
@@ -501,6 +567,7 @@ function sharedClient(
       channel?.close();
       abort?.abort();
       clearInterval(poll);
+      clearInterval(watch);
       real?.close();
       release?.();
     },

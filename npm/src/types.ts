@@ -83,7 +83,10 @@ export interface ClientOptions {
    * Share one hub connection with the other tabs of this origin whose client has the same
    * URL and options. One tab leads (holds the connection; a Web Lock elects it), the others
    * receive its events, lifecycle events and state through a `BroadcastChannel`; when it
-   * goes, the next tab leads and resumes from the last id it handed out. Compared: the
+   * goes, the next tab leads and resumes from the last id it handed out. A leading tab the
+   * browser froze in the background (it keeps its lock but runs nothing) is replaced once
+   * it has been silent for three of the hub's heartbeat intervals (at least 5 s); thawed, it
+   * closes its connection and follows. Compared: the
    * resolved URL, `clientId`, `topics`, `events`, `token`, `lastEventId`, `withCredentials`,
    * `heartbeatTimeoutMs`, `backoff`, and whether `getToken`, `getTicket` and `EventSource`
    * are given (functions cannot be compared: `getToken` and `getTicket` run in the leading

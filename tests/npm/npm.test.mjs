@@ -130,15 +130,15 @@ async function connectionsOf(clientId) {
   return clients.find((c) => c.clientId === clientId)?.connections ?? 0;
 }
 
-async function eventually(what, check) {
-  const deadline = Date.now() + WAIT_MS;
+async function eventually(what, check, waitMs = WAIT_MS) {
+  const deadline = Date.now() + waitMs;
   let last;
   while (Date.now() < deadline) {
     last = await check();
     if (last === true) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  assert.fail(`${what}: still ${JSON.stringify(last)} after ${WAIT_MS} ms`);
+  assert.fail(`${what}: still ${JSON.stringify(last)} after ${waitMs} ms`);
 }
 
 /** A fresh browser page that counts EventSource constructions and console errors. */
@@ -721,6 +721,76 @@ test("shareAcrossTabs: 8 tabs share one connection, every tab gets every event o
   const others = tabs.filter((t) => t !== follower);
   await expectEveryEventOnce(others, n + 1, "after a follower closed");
   assert.equal(await connectionsOf(client), 1);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("shareAcrossTabs: a frozen leader is replaced; thawed, it follows and the tabs share one connection again", async (t) => {
+  const client = "share-frozen";
+  const { context, tabs, errors } = await openTabs(3, `client=${client}`);
+  await eventually("one tab leads, all count 3", async () => {
+    const roles = await evalAll(tabs, () => [window.client.leader, window.client.tabs, window.client.readyState]);
+    return (roles.filter((r) => r[0]).length === 1 && roles.every((r) => r[1] === 3 && r[2] === 1)) || roles;
+  });
+  await publishNumbered(client, 0, 5);
+  await expectEveryEventOnce(tabs, 5, "3 tabs");
+
+  // Freeze the leading tab as Chrome freezes a background tab: it keeps its Web Lock and its
+  // connection, and runs nothing. The DevTools debugger's pause does that to a page's
+  // JavaScript (timers, messages and stream events wait until it resumes); CDP's
+  // Page.setWebLifecycleState("frozen") leaves a headless page's timers running.
+  const frozen = tabs[(await evalAll(tabs, () => window.client.leader)).indexOf(true)];
+  const others = tabs.filter((page) => page !== frozen);
+  const cdp = await context.newCDPSession(frozen);
+  await cdp.send("Debugger.enable");
+  await cdp.send("Debugger.pause");
+  const frozeAt = Date.now();
+  let n = 5;
+  let publishing = true;
+  const publisher = (async () => {
+    while (publishing) {
+      await publishNumbered(client, n, n + 1);
+      n += 1;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  // The hub's heartbeat here is 2 s: a silent leader is waited for 3 of them (6 s), plus up to
+  // 2 s of jitter and the second look; the bound leaves room for a loaded machine.
+  await eventually(
+    "another tab leads",
+    async () => {
+      const roles = await evalAll(others, () => window.client.leader);
+      return roles.filter(Boolean).length === 1 || roles;
+    },
+    30_000,
+  );
+  const tookOver = Math.min(
+    ...(await evalAll(others, () => window.roles.filter((r) => r[0]).map((r) => r[2]))).flat(),
+  );
+  t.diagnostic(`a tab took over ${tookOver - frozeAt} ms after the leader froze`);
+  await new Promise((r) => setTimeout(r, 500));
+  publishing = false;
+  await publisher;
+  // Nothing published while the leader was frozen is lost or doubled for the live tabs.
+  await expectEveryEventOnce(others, n, "after the takeover");
+
+  await cdp.send("Debugger.resume");
+  await eventually("the thawed tab follows, and the three tabs hold one connection", async () => {
+    const roles = await evalAll(tabs, () => [window.client.leader, window.client.readyState]);
+    const ok = roles.filter((r) => r[0]).length === 1 && !roles[tabs.indexOf(frozen)][0];
+    return (ok && roles.every((r) => r[1] === 1) && (await connectionsOf(client)) === 1) || [roles, await connectionsOf(client)];
+  });
+  const before = await frozen.evaluate(() => window.got.length);
+  await publishNumbered(client, n, n + 3);
+  await expectEveryEventOnce(others, n + 3, "after the thaw");
+  await eventually("the thawed tab gets the new events", async () => {
+    const got = await frozen.evaluate(() => window.got.map((g) => g[0]));
+    return got.slice(-3).join() === `${n},${n + 1},${n + 2}` || got;
+  });
+  // Whatever it had queued while frozen, it never delivers an event twice or out of order.
+  const got = await frozen.evaluate(() => window.got.map((g) => g[0]));
+  assert.ok(got.length > before, JSON.stringify(got));
+  assert.ok(got.every((v, i) => i === 0 || v > got[i - 1]), `thawed tab: ${JSON.stringify(got)}`);
   assert.deepEqual(errors, []);
   await context.close();
 });
