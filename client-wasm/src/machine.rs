@@ -189,14 +189,18 @@ pub enum Input {
         /// Current time in ms.
         now_ms: f64,
     },
-    /// Any event was dispatched on the stream (application or system event).
+    /// Any event was dispatched on the stream (application or system event). The hot path:
+    /// it only moves the watchdog's deadline; the event's id goes to [`SourceId`].
     Activity {
-        /// The event's [`lastEventId`](https://html.spec.whatwg.org/multipage/server-sent-events.html#dom-messageevent-lasteventid):
-        /// the `EventSource`'s last event ID buffer when it was dispatched (`""` when none was
-        /// set, or after an empty `id:` line).
-        id: String,
         /// Current time in ms: the watchdog's deadline moves to this plus its delay.
         now_ms: f64,
+    },
+    /// The current `EventSource`'s last event ID, as [`SourceId::take`] hands it over: adopted
+    /// as the last event id (`""`, after an empty `id:` line, resets it). Fed before any
+    /// other input and before the id is read, not per event.
+    LastEventId {
+        /// The event ID buffer's value.
+        id: String,
     },
     /// `__connected` arrived with this `heartbeatSecs`, `heartbeatEvent` and `retryMs`.
     Connected {
@@ -317,9 +321,6 @@ pub struct Machine {
     heartbeat_event: bool,
     /// The hub's last `retryMs` hint: the floor of the first delay after a loss.
     retry_floor_ms: Option<u32>,
-    /// The `lastEventId` the current `EventSource` last reported. A new `EventSource` starts
-    /// at `""`, so `""` only resets the id once this connection has reported another one.
-    source_id: String,
     /// Whether a watchdog timer is pending (a `SetWatchdog` not yet fired or cleared).
     watchdog_pending: bool,
     /// The last activity since the pending watchdog timer was armed with its whole delay:
@@ -344,7 +345,6 @@ impl Machine {
             heartbeat_ms: None,
             heartbeat_event: false,
             retry_floor_ms: None,
-            source_id: String::new(),
             watchdog_pending: false,
             activity_ms: None,
             rng: seed | 1,
@@ -473,20 +473,16 @@ impl Machine {
                     out,
                 );
             }
-            Input::Activity { id, now_ms } => {
-                if !matches!(self.phase, Phase::Open | Phase::Connecting) {
-                    return;
-                }
-                // Adopted only when it changed on this connection: a new `EventSource`
-                // starts at "", which is not a reset; an empty `id:` line after an id is.
-                if id != self.source_id {
-                    self.last_event_id = Some(id.clone()).filter(|id| !id.is_empty());
-                    self.source_id = id;
-                }
+            Input::Activity { now_ms } => {
                 // The hot path: no timer is touched, only the deadline moves (a watchdog is
                 // pending whenever there is one: every arm sets it, a firing re-arms it).
-                if self.watchdog_pending {
+                if self.watchdog_pending && matches!(self.phase, Phase::Open | Phase::Connecting) {
                     self.activity_ms = Some(now_ms);
+                }
+            }
+            Input::LastEventId { id } => {
+                if matches!(self.phase, Phase::Open | Phase::Connecting) {
+                    self.last_event_id = Some(id).filter(|id| !id.is_empty());
                 }
             }
             Input::Connected {
@@ -641,7 +637,6 @@ impl Machine {
             // Page code never sees SSE comments: ask for heartbeats the watchdog can see.
             ("heartbeat", "event"),
         ];
-        self.source_id.clear();
         out.run(Command::OpenSource {
             seq: self.seq,
             url: with_query(&self.base_url, &params),
@@ -718,6 +713,70 @@ impl Machine {
     }
 }
 
+/// The current `EventSource`'s last event ID buffer, as its events report it (their
+/// [`lastEventId`](https://html.spec.whatwg.org/multipage/server-sent-events.html#dom-messageevent-lasteventid)),
+/// kept in the form it came in (a JS string in the browser) until the machine needs it:
+/// [`SourceId::take`] before any input other than [`Input::Activity`] and whenever the id is
+/// read, so no event copies its id into the machine.
+///
+/// A new `EventSource` starts at `""`, which is not a reset: until an event reports another
+/// id there is nothing to adopt. After one, every report counts, so an empty `id:` line
+/// resets the id.
+///
+/// ```
+/// use eventwire_client::machine::SourceId;
+///
+/// let mut id = SourceId::default();
+/// id.report("", true);
+/// assert_eq!(id.take(), None); // a new EventSource's "": no reset
+/// id.report("7", false);
+/// id.report("8", false);
+/// assert_eq!(id.take(), Some("8"));
+/// id.report("", true);
+/// assert_eq!(id.peek(), Some(&"")); // an empty `id:` line after an id: a reset
+/// ```
+#[derive(Debug, Clone)]
+pub struct SourceId<S> {
+    /// The last report not yet taken, once a non-empty id has been reported.
+    pending: Option<S>,
+    /// Whether this `EventSource` has reported a non-empty id.
+    seen: bool,
+}
+
+impl<S> Default for SourceId<S> {
+    fn default() -> Self {
+        Self {
+            pending: None,
+            seen: false,
+        }
+    }
+}
+
+impl<S> SourceId<S> {
+    /// An event reported `id` (`empty` when it is `""`).
+    pub fn report(&mut self, id: S, empty: bool) {
+        self.seen |= !empty;
+        if self.seen {
+            self.pending = Some(id);
+        }
+    }
+
+    /// The id to adopt ([`Input::LastEventId`]) when one was reported since the last take.
+    pub fn take(&mut self) -> Option<S> {
+        self.pending.take()
+    }
+
+    /// What [`SourceId::take`] would answer, left in place.
+    pub fn peek(&self) -> Option<&S> {
+        self.pending.as_ref()
+    }
+
+    /// A new `EventSource`: nothing reported yet.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// `items` joined with commas (by hand: `[String]::join` is ~1 KB of wasm).
 fn comma_list(items: &[String]) -> String {
     let mut out = String::new();
@@ -775,11 +834,19 @@ mod tests {
             .collect()
     }
 
-    fn activity(id: impl Into<String>, now_ms: f64) -> Input {
-        Input::Activity {
-            id: id.into(),
-            now_ms,
+    fn activity(now_ms: f64) -> Input {
+        Input::Activity { now_ms }
+    }
+
+    /// An event with this `lastEventId` on the current source, as the browser glue handles
+    /// it: reported to `ids`, then handed to the machine (as before any other input).
+    fn event(m: &mut Machine, ids: &mut SourceId<String>, id: &str) -> Vec<Command> {
+        ids.report(id.to_owned(), id.is_empty());
+        let mut cmds = run(m, activity(0.0));
+        if let Some(id) = ids.take() {
+            cmds.extend(run(m, Input::LastEventId { id }));
         }
+        cmds
     }
 
     fn open(m: &mut Machine, now: f64) {
@@ -1084,10 +1151,11 @@ mod tests {
     #[test]
     fn reconnect_carries_the_last_event_id() {
         let mut m = machine(opts());
+        let mut ids = SourceId::default();
         open(&mut m, 0.0);
-        let _ = run(&mut m, activity("41", 0.0));
-        let _ = run(&mut m, activity("41", 0.0));
-        let _ = run(&mut m, activity("42", 0.0));
+        let _ = event(&mut m, &mut ids, "41");
+        let _ = event(&mut m, &mut ids, "41");
+        let _ = event(&mut m, &mut ids, "42");
         assert_eq!(m.last_event_id(), Some("42"));
         let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
         let cmds = run(&mut m, Input::RetryTimerFired);
@@ -1103,15 +1171,16 @@ mod tests {
             last_event_id: Some("5".into()),
             ..opts()
         });
+        let mut ids = SourceId::default();
         open(&mut m, 0.0);
         // A new EventSource reports "" until an `id:` line: not a reset.
-        let _ = run(&mut m, activity("", 0.0));
+        let _ = event(&mut m, &mut ids, "");
         assert_eq!(m.last_event_id(), Some("5"));
         // `id: 7` on a system event (`__position`, `__heartbeat`) counts like any other.
-        let _ = run(&mut m, activity("7", 0.0));
+        let _ = event(&mut m, &mut ids, "7");
         assert_eq!(m.last_event_id(), Some("7"));
         // An empty `id:` line after it: reset, and the reconnect names no id.
-        let _ = run(&mut m, activity("", 0.0));
+        let _ = event(&mut m, &mut ids, "");
         assert_eq!(m.last_event_id(), None);
         let _ = run(&mut m, Input::SourceError { now_ms: 1.0 });
         let cmds = run(&mut m, Input::RetryTimerFired);
@@ -1120,16 +1189,37 @@ mod tests {
             Some("http://hub/events?heartbeat=event")
         );
         // On the new connection "" is again just "nothing yet"; an id is adopted.
+        ids.reset();
         let _ = run(&mut m, Input::Opened { now_ms: 2.0 });
-        let _ = run(&mut m, activity("9", 0.0));
+        let _ = event(&mut m, &mut ids, "");
+        assert_eq!(m.last_event_id(), None);
+        let _ = event(&mut m, &mut ids, "9");
         let _ = run(&mut m, Input::SourceError { now_ms: 3.0 });
         // Nothing from a closed source counts.
-        assert!(run(&mut m, activity("", 0.0)).is_empty());
+        assert!(event(&mut m, &mut ids, "").is_empty());
         let cmds = run(&mut m, Input::RetryTimerFired);
         assert_eq!(
             url_of(&cmds).as_deref(),
             Some("http://hub/events?lastEventId=9&heartbeat=event")
         );
+    }
+
+    #[test]
+    fn the_source_id_is_handed_over_once_per_report_and_a_reset_is_kept() {
+        let mut ids = SourceId::default();
+        // Batched: only the last report before a take counts.
+        ids.report("1".to_owned(), false);
+        ids.report("2".to_owned(), false);
+        assert_eq!(ids.peek().map(String::as_str), Some("2"));
+        assert_eq!(ids.take().as_deref(), Some("2"));
+        assert_eq!(ids.take(), None);
+        // "" after an id, even after a take, is a reset to hand over.
+        ids.report(String::new(), true);
+        assert_eq!(ids.take().as_deref(), Some(""));
+        // A new source: its "" is nothing yet.
+        ids.reset();
+        ids.report(String::new(), true);
+        assert_eq!(ids.take(), None);
     }
 
     #[test]
@@ -1328,7 +1418,7 @@ mod tests {
         // dead, so there is no default watchdog and events do not arm one.
         let cmds = run(&mut m, connected(2.0, false));
         assert_eq!(cmds, [Command::ClearWatchdog]);
-        assert!(run(&mut m, activity("1", 0.0)).is_empty());
+        assert!(run(&mut m, activity(0.0)).is_empty());
         assert_eq!(m.watchdog_ms(), None);
         // Confirmed on one connection, then a hub that says no: the watchdog is cleared.
         let cmds = run(&mut m, connected(2.0, true));
@@ -1412,14 +1502,14 @@ mod tests {
         assert!(cmds.is_empty(), "already open: {cmds:?}");
         // Armed once (by the connect); events only move the deadline: no command per event.
         for t in [100.0, 400.0, 700.0] {
-            assert!(run(&mut m, activity("1", t)).is_empty());
+            assert!(run(&mut m, activity(t)).is_empty());
         }
         // The timer armed at 0 fires at 1000, early: re-armed for the rest (700 + 1000).
         let cmds = run(&mut m, Input::WatchdogFired { now_ms: 1_000.0 });
         assert_eq!(cmds, [Command::SetWatchdog { ms: 700 }]);
         assert_eq!(m.phase(), Phase::Open);
         // More activity meanwhile pushes it again; a fraction of a ms rounds up.
-        assert!(run(&mut m, activity("2", 1_500.5)).is_empty());
+        assert!(run(&mut m, activity(1_500.5)).is_empty());
         let cmds = run(&mut m, Input::WatchdogFired { now_ms: 1_700.0 });
         assert_eq!(cmds, [Command::SetWatchdog { ms: 801 }]);
         // Nothing since: it fires at the deadline and the connection is dead.

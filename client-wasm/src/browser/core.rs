@@ -7,8 +7,9 @@
 //! `getToken` / `getTicket` is a JS function. The Rust API wraps Rust closures into JS
 //! functions and reads its typed events back from those objects, so the build JavaScript users
 //! get carries one dispatch path and no Rust-listener machinery. Payloads stay JS strings on
-//! their way to listeners (no UTF-8 round trip through wasm memory); only ids, types and
-//! system events are read into Rust.
+//! their way to listeners (no UTF-8 round trip through wasm memory); only types and system
+//! events are read into Rust per event. Ids stay JS strings too: the last one is read into
+//! the machine only when it needs it (`SourceId`: before a reconnect, or when read).
 //!
 //! Ownership: everything the browser can call back into (EventSource listeners, timers, the
 //! window's `online` and the document's `visibilitychange` listeners) is a handle
@@ -33,7 +34,7 @@ use crate::{
     decode::{is_lifecycle, SystemEvent},
     error::Error,
     listeners::Registry,
-    machine::{Command, ErrorKind, Input, Io, Lifecycle, Machine, ReadyState},
+    machine::{Command, ErrorKind, Input, Io, Lifecycle, Machine, ReadyState, SourceId},
     options::Options,
     text::cat,
 };
@@ -79,6 +80,9 @@ pub(crate) struct Driver {
     event_source: JsValue,
     with_credentials: bool,
     source: Option<Source>,
+    /// The current `EventSource`'s last event ID as its events report it, a JS string
+    /// handed to the machine only when it needs it (see [`Inner::adopt_id`]).
+    source_id: SourceId<JsValue>,
     retry_timer: Option<Timer>,
     watchdog: Option<Timer>,
     window_listeners: Vec<Listen>,
@@ -280,6 +284,7 @@ impl Core {
                     event_source,
                     with_credentials,
                     source: None,
+                    source_id: SourceId::default(),
                     retry_timer: None,
                     watchdog: None,
                     window_listeners: Vec::new(),
@@ -330,8 +335,10 @@ impl Core {
     /// The client's one callback: a timer fired (`what` is a [`TimerKind`] number) or a DOM
     /// event arrived (`what` is the event).
     fn on_callback(&self, what: &JsValue) {
-        if let Some(kind) = what.as_f64() {
-            self.feed(if kind == f64::from(TimerKind::Retry as u32) {
+        // A timer passes a number (a `typeof` check, cheaper than reading the number).
+        if !what.is_object() {
+            let retry = what.as_f64() == Some(f64::from(TimerKind::Retry as u32));
+            self.feed(if retry {
                 Input::RetryTimerFired
             } else {
                 Input::WatchdogFired { now_ms: now_ms() }
@@ -383,33 +390,32 @@ impl Core {
         // purpose: on `__connected` for a fresh connection (its starting point), with
         // `__position` after a replay, and on `__heartbeat` (the connection's position). An
         // event without an `id:` line repeats the previous value; after an empty `id:` line
-        // it is "". It is exactly what a reconnect must name, so the machine takes it from
-        // every dispatched event (see `Input::Activity`).
+        // it is "". It is exactly what a reconnect must name: every event reports it, as the
+        // JS string it is, and the machine reads it only when it needs it (see `SourceId`).
         let id_js = message.last_event_id();
-        let last_id = id_js.as_string().unwrap_or_default();
-        let id = if last_id.is_empty() {
-            JsValue::NULL
-        } else {
-            id_js
-        };
+        let empty = id_js.is_falsy();
         // Parsed once: the listeners' `data`, and the system events' fields.
         let parsed = json_parse(raw);
-        let data = parsed.clone().unwrap_or_else(|_| raw.clone());
-        let object = message_object(type_js, &data, raw, &id);
-        self.feed(Input::Activity {
-            id: last_id.clone(),
-            now_ms: now_ms(),
-        });
+        let data = parsed.as_ref().unwrap_or(raw);
+        let id = if empty { &JsValue::NULL } else { &id_js };
+        let object = message_object(type_js, data, raw, id);
+        {
+            // After `close()` both are no-ops (the machine is closed, nothing adopts the id).
+            let mut inner = self.inner_mut();
+            let Inner { machine, io } = &mut *inner;
+            io.source_id.report(id_js, empty);
+            machine.handle(Input::Activity { now_ms: now_ms() }, io);
+        }
         self.dispatch(event_type, &object);
         let Some(system) = SystemEvent::from_name(event_type) else {
             return;
         };
-        let parsed = match parsed {
-            Ok(v) => v,
+        let parsed = match &parsed {
+            Ok(v) => v.clone(),
             Err(e) => {
                 self.emit(Lifecycle::Error {
                     kind: ErrorKind::Decode,
-                    message: cat(&["bad ", event_type, " payload: ", &js_message(&e)]),
+                    message: cat(&["bad ", event_type, " payload: ", &js_message(e)]),
                 });
                 JsValue::UNDEFINED
             }
@@ -420,11 +426,14 @@ impl Core {
                 heartbeat_secs: get(&parsed, "heartbeatSecs").as_f64(),
                 heartbeat_event: get(&parsed, "heartbeatEvent").as_bool().unwrap_or(false),
             }),
-            // Counted as activity above (their id adopted, the watchdog re-armed); nothing
-            // else to do.
+            // Counted as activity above (their id reported, the watchdog's deadline moved);
+            // nothing else to do.
             SystemEvent::Heartbeat | SystemEvent::Position => {}
             SystemEvent::Gap => {
-                let gap = message_object(&"gap".into(), &data, raw, &id);
+                // Read again (the first went to `source_id`): the same as the `__gap` one.
+                let id = message.last_event_id();
+                let id = if id.is_falsy() { JsValue::NULL } else { id };
+                let gap = message_object(&"gap".into(), data, raw, &id);
                 self.dispatch("gap", &gap);
             }
             SystemEvent::Error | SystemEvent::Shutdown => {
@@ -449,15 +458,16 @@ impl Core {
         }
     }
 
-    /// Feeds an input to the machine, which has the driver carry out its commands; then does
-    /// what calls user code.
+    /// Feeds an input to the machine (after the last event id, see [`Inner::adopt_id`]),
+    /// which has the driver carry out its commands; then does what calls user code.
     pub(crate) fn feed(&self, input: Input) {
         let later = {
             let mut inner = self.inner_mut();
-            let Inner { machine, io } = &mut *inner;
-            if io.disposed {
+            if inner.io.disposed {
                 return;
             }
+            inner.adopt_id();
+            let Inner { machine, io } = &mut *inner;
             machine.handle(input, io);
             core::mem::take(&mut io.later)
         };
@@ -624,10 +634,12 @@ impl Core {
     /// `close()`: ends everything and frees every closure and timer; no callback runs after.
     pub(crate) fn close(&self) {
         let mut inner = self.inner_mut();
-        let Inner { machine, io } = &mut *inner;
-        if io.disposed {
+        if inner.io.disposed {
             return;
         }
+        // The last event id stays readable after `close()`.
+        inner.adopt_id();
+        let Inner { machine, io } = &mut *inner;
         machine.handle(Input::Close, io);
         // The statechange to CLOSED is not delivered: nothing runs after close().
         io.later.clear();
@@ -670,12 +682,16 @@ impl Core {
     /// `lastEventId`.
     #[cfg(feature = "std")]
     pub(crate) fn last_event_id(&self) -> Option<String> {
-        self.inner().machine.last_event_id().map(str::to_owned)
+        let mut inner = self.inner_mut();
+        inner.adopt_id();
+        inner.machine.last_event_id().map(str::to_owned)
     }
 
     /// `lastEventId`, as a JS string or `undefined`.
     pub(crate) fn last_event_id_js(&self) -> JsValue {
-        self.inner()
+        let mut inner = self.inner_mut();
+        inner.adopt_id();
+        inner
             .machine
             .last_event_id()
             .map_or(JsValue::UNDEFINED, JsValue::from_str)
@@ -690,16 +706,31 @@ pub(crate) fn js_message(e: &JsValue) -> String {
         .unwrap_or_else(|| "unknown error".to_owned())
 }
 
+impl Inner {
+    /// Hands the machine the id the current `EventSource`'s events reported since the last
+    /// time, if any: before every input but the per-event `Activity` (so before the machine
+    /// can close that `EventSource` or name the id in a new URL) and before the id is read.
+    #[inline(never)]
+    fn adopt_id(&mut self) {
+        if let Some(id) = self.io.source_id.take() {
+            let id = id.as_string().unwrap_or_default();
+            self.machine.handle(Input::LastEventId { id }, &mut self.io);
+        }
+    }
+}
+
 impl Io for Driver {
     fn run(&mut self, command: Command) {
         match command {
             Command::FetchToken { seq } => self.later.push(Later::FetchToken(seq)),
             Command::OpenSource { url, seq } => {
                 self.source = None;
+                self.source_id.reset();
                 if let Err(e) = self.open_source(&url) {
                     self.later.push(Later::OpenFailed(seq, js_message(&e)));
                 }
             }
+            // What its events reported was adopted before this input.
             Command::CloseSource => self.source = None,
             Command::SetRetryTimer { ms } => {
                 self.retry_timer = None;
