@@ -502,6 +502,7 @@ function sharedClient(
         post({ k: "h", id, types: types() });
       } else {
         heard = Date.now();
+        suspect = false;
         queue(true);
       }
     }, 1000);
