@@ -13,6 +13,7 @@
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { floorListener } from "./page/floor.js";
 
 const { values: opts, positionals: dirs } = parseArgs({
   options: { events: { type: "string" }, reps: { type: "string" } },
@@ -64,21 +65,7 @@ const clients = {
   },
   floor() {
     const es = new FakeEventSource("floor");
-    const listeners = new Map([["tick", [(e) => tick(e.data)]]]);
-    let last = "";
-    es.addEventListener("tick", (e) => {
-      const raw = e.data;
-      let data;
-      try {
-        data = JSON.parse(raw);
-      } catch {
-        data = raw;
-      }
-      const id = e.lastEventId;
-      if (id !== last) last = id;
-      const event = { type: e.type, data, raw, id: id || null };
-      for (const listener of listeners.get(e.type) ?? []) listener(event);
-    });
+    es.addEventListener("tick", floorListener(tick));
     return fire(es);
   },
 };

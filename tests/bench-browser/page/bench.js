@@ -8,6 +8,8 @@
 // can be optimised away) and stops the clock at the last event. The clock starts at the first
 // event, so connecting is not measured (`connectToLastMs` is reported beside it).
 
+import { floorListener } from "./floor.js";
+
 /** The clients compared: each opens `hub`'s stream and calls `tick` with decoded payloads. */
 const CLIENTS = {
   /** (a) The browser's EventSource, `JSON.parse` on each `data`. */
@@ -54,33 +56,13 @@ const CLIENTS = {
       return () => client.close();
     },
   },
-  /**
-   * Diagnostic (`--clients raw,sdk,floor`): the least a wrapper with the SDK's listener API
-   * does per event, in plain JavaScript: read `data` and `lastEventId`, JSON.parse, build
-   * `{ type, data, raw, id }`, look the listeners up by type and call them. What the SDK
-   * could approach; the gap to it is the SDK's own overhead.
-   */
+  /** Diagnostic (`--clients raw,sdk,floor`): the SDK's listener API in plain JavaScript (floor.js). */
   floor: {
     async load() {},
     open(hub, lastEventId, on) {
       const url = lastEventId ? `${hub}/events?lastEventId=${lastEventId}` : `${hub}/events`;
       const es = new EventSource(url);
-      const listeners = new Map([["tick", [(e) => tick(e.data)]]]);
-      let last = "";
-      const dispatch = (e) => {
-        const raw = e.data;
-        let data;
-        try {
-          data = JSON.parse(raw);
-        } catch {
-          data = raw;
-        }
-        const id = e.lastEventId;
-        if (id !== last) last = id;
-        const event = { type: e.type, data, raw, id: id || null };
-        for (const listener of listeners.get(e.type) ?? []) listener(event);
-      };
-      es.addEventListener("tick", dispatch);
+      es.addEventListener("tick", floorListener(tick));
       es.onopen = on.open;
       es.onerror = () => on.error(`EventSource error (readyState ${es.readyState})`);
       return () => es.close();
