@@ -649,6 +649,27 @@ async function publishNumbered(client, from, to) {
   for (let n = from; n < to; n++) await publish({ event: "notification", data: { n }, clientId: client });
 }
 
+/**
+ * Publishes notifications `from`, `from + 1`, ... one at a time, `pauseMs` apart, until
+ * `stop()`, which resolves to the next number (how many were published in all).
+ */
+function publishUntilStopped(client, from, pauseMs) {
+  let next = from;
+  let publishing = true;
+  const done = (async () => {
+    while (publishing) {
+      await publishNumbered(client, next, next + 1);
+      next += 1;
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  })();
+  return async () => {
+    publishing = false;
+    await done;
+    return next;
+  };
+}
+
 /** Every tab has notifications 0..total-1, each once, in order. */
 async function expectEveryEventOnce(tabs, total, what) {
   await eventually(`${what}: every tab has ${total} events`, async () => {
@@ -681,15 +702,7 @@ test("shareAcrossTabs: 8 tabs share one connection, every tab gets every event o
   assert.ok(ids.every((id) => id === ids[0] && id), JSON.stringify(ids));
 
   // Failover: the leading tab closes while events are being published.
-  let n = 10;
-  let publishing = true;
-  const publisher = (async () => {
-    while (publishing) {
-      await publishNumbered(client, n, n + 1);
-      n += 1;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  })();
+  const stopPublishing = publishUntilStopped(client, 10, 20);
   await new Promise((r) => setTimeout(r, 300));
   const leaderIndex = (await evalAll(tabs, () => window.client.leader)).indexOf(true);
   const closedAt = Date.now();
@@ -703,8 +716,7 @@ test("shareAcrossTabs: 8 tabs share one connection, every tab gets every event o
     ...(await evalAll(tabs, () => window.roles.filter((r) => r[0]).map((r) => r[2]))).flat(),
   );
   await new Promise((r) => setTimeout(r, 500));
-  publishing = false;
-  await publisher;
+  const n = await stopPublishing();
   const failoverMs = tookOver - closedAt;
   t.diagnostic(`failover: a new tab led ${failoverMs} ms after the leading tab closed (${n - 10} events published meanwhile)`);
   // A target of 1 s, measured above; the assertion leaves slack for a loaded CI machine.
@@ -745,15 +757,7 @@ test("shareAcrossTabs: a frozen leader is replaced; thawed, it follows and the t
   await cdp.send("Debugger.enable");
   await cdp.send("Debugger.pause");
   const frozeAt = Date.now();
-  let n = 5;
-  let publishing = true;
-  const publisher = (async () => {
-    while (publishing) {
-      await publishNumbered(client, n, n + 1);
-      n += 1;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  })();
+  const stopPublishing = publishUntilStopped(client, 5, 100);
   // The hub's heartbeat here is 2 s: a silent leader is waited for 3 of them (6 s), plus up to
   // 2 s of jitter and the second look; the bound leaves room for a loaded machine.
   await eventually(
@@ -769,8 +773,7 @@ test("shareAcrossTabs: a frozen leader is replaced; thawed, it follows and the t
   );
   t.diagnostic(`a tab took over ${tookOver - frozeAt} ms after the leader froze`);
   await new Promise((r) => setTimeout(r, 500));
-  publishing = false;
-  await publisher;
+  const n = await stopPublishing();
   // Nothing published while the leader was frozen is lost or doubled for the live tabs.
   await expectEveryEventOnce(others, n, "after the takeover");
 
