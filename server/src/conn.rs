@@ -6,7 +6,9 @@
 //! hyper connection, read buffer or write buffer is held for the life of the stream, only the
 //! socket and the subscription's cursor into the shared events. That is what makes an idle
 //! stream cheap, and it keeps the tasks that fan events out off the runtime that answers
-//! publishes, so a huge fan-out does not delay a publisher's answer.
+//! publishes, so a huge fan-out does not delay a publisher's answer. A delivery to a few
+//! connections is the exception: the publisher writes it to the socket of each idle stream
+//! itself (`stream.rs`, "Direct writes"), which costs less than waking the streams runtime.
 //!
 //! Any other request, and every later request on that keep-alive connection, is hyper's, with
 //! the bytes already read put back in front. An event stream's connection carries nothing
@@ -355,18 +357,24 @@ fn start_stream(server: &Server, stream: TcpStream, subscription: Subscription, 
 }
 
 /// Writes the response head and then the stream's chunks as they come, until the stream ends,
-/// the peer leaves or a write times out.
+/// the peer leaves or a write times out. Between chunks the stream is parked: publishers may
+/// write to the socket themselves meanwhile (see `stream.rs`, "Direct writes").
 async fn write_stream(
-    mut stream: TcpStream,
+    stream: TcpStream,
     mut subscription: Subscription,
     mut head: Vec<u8>,
     timeout: Duration,
     bytes_written: &Counter,
 ) -> io::Result<()> {
+    let stream = Arc::new(stream);
     // The opening frames are ready at once: they go out with the head, in one write.
     if let Some(opening) = subscription.next_chunk().await {
         head.extend_from_slice(&opening);
     }
+    subscription.attach(Box::new(StreamSocket {
+        stream: stream.clone(),
+        bytes_written: bytes_written.clone(),
+    }));
     let mut chunk = Some(Bytes::from(head));
     let mut discarded = 0usize;
     loop {
@@ -378,10 +386,11 @@ async fn write_stream(
                 Err(e) => return Err(e),
             };
             if sent < bytes.len() {
-                write(&mut stream, &bytes[sent..], timeout).await?;
+                write_shared(&stream, &bytes[sent..], timeout).await?;
             }
             bytes_written.inc_by(bytes.len() as u64);
         }
+        subscription.park();
         tokio::select! {
             biased;
             next = subscription.next_chunk() => match next {
@@ -410,7 +419,43 @@ async fn write_stream(
         }
     }
     // The stream ended on purpose (its last frame is written): close the sending side.
-    stream.shutdown().await
+    drop(subscription);
+    socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write)
+}
+
+/// [`write()`] for a socket shared with publishers (who write only while the stream is parked,
+/// never during this).
+async fn write_shared(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    let all = async {
+        while !bytes.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, all).await {
+        Ok(result) => result,
+        Err(_) => Err(write_timed_out()),
+    }
+}
+
+/// An event stream's socket as publishers write to it directly.
+#[derive(Debug)]
+struct StreamSocket {
+    stream: Arc<TcpStream>,
+    bytes_written: Counter,
+}
+
+impl crate::stream::Socket for StreamSocket {
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.stream.try_write(bytes)?;
+        self.bytes_written.inc_by(n as u64);
+        Ok(n)
+    }
 }
 
 /// A socket whose first reads return bytes already read from it.

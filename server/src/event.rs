@@ -201,7 +201,7 @@ pub struct Receipt {
 ///
 /// # Errors
 /// [`Error::MalformedJson`] for text that is not JSON or not of the expected shape, the
-/// validation errors of [`PublishBody::into_message`], and [`Error::BatchTooLarge`].
+/// validation errors of each message (names, sizes, targets), and [`Error::BatchTooLarge`].
 pub fn parse_publish_body(body: &[u8], max_batch: usize) -> Result<Vec<Message>, Error> {
     let malformed = |e: serde_json::Error| Error::MalformedJson(e.to_string());
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();

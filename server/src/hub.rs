@@ -1,9 +1,13 @@
-//! The fan-out core: connections, the replay history, event ids, counters.
+//! The fan-out core: connections, their entitlement and queues, counters.
 //!
-//! [`Hub`] is a cheap `Clone` handle around `Arc<Shared>`. Publishing assigns an id, encodes
-//! the event to its SSE bytes once, stores it in the history and queues the same bytes
-//! (a refcounted [`Bytes`]) on every entitled connection with a non-blocking `try_send`.
-//! A connection whose queue is full is cut as a slow consumer; the publisher never waits.
+//! [`Hub`] is a cheap `Clone` handle around `Arc<Shared>`. Publishing goes to the [`Broker`],
+//! which assigns ids, keeps the history and hands every event to this instance's fan-out (its
+//! [`Sink`]). The fan-out encodes each event to its SSE bytes once and queues the same
+//! publish call (one `Arc`) on every connection its target reaches, with a non-blocking
+//! `try_send`; a call that reaches at most 8 connections (`DIRECT_MAX`) is written by the
+//! publisher straight to the sockets of those whose streams are idle (`stream.rs`, "Direct
+//! writes"). A connection whose queue is full is cut as a slow consumer; the publisher never
+//! waits.
 //!
 //! ```
 //! use eventwire_server::{Config, Hub, Message, Target};
@@ -35,7 +39,9 @@ use crate::event::{
 use crate::memory::MemoryBroker;
 use crate::metrics::Metrics;
 pub use crate::stats::{ClientInfo, Stats};
-use crate::stream::{Cut, Filter, Frame, Opening, Published, Registry, Subscription, Timing};
+use crate::stream::{
+    Cut, Direct, Filter, Frame, Opening, Published, Registry, Subscription, Timing, Wrote,
+};
 
 /// How many topics `/stats` lists (the ones with the most connections).
 pub const STATS_TOPICS: usize = 50;
@@ -43,6 +49,10 @@ pub const STATS_TOPICS: usize = 50;
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// How many clients an instance reports to the others (see [`Hub::cluster`]).
 pub const REPORTED_CLIENTS: usize = 200;
+/// A publish call that reaches at most this many connections is written to the sockets of
+/// their idle streams at once, by the publisher (see `stream.rs`, "Direct writes"); one that
+/// reaches more is handed to the streams, so a large fan-out never holds up its publisher.
+const DIRECT_MAX: usize = 8;
 
 /// Handle to a hub. Clone it freely: every clone is the same hub.
 #[derive(Clone, Debug)]
@@ -279,6 +289,7 @@ impl Hub {
             monitor: request.monitor,
         });
         let fanout = &self.shared.fanout;
+        let direct = Arc::new(Direct::default());
         let (key, position) = fanout.register(
             config,
             &self.shared.shutdown,
@@ -288,6 +299,7 @@ impl Hub {
                 tx,
                 kill: Some(kill_tx),
                 connected_at: SystemTime::now(),
+                direct: direct.clone(),
             },
         )?;
         // From here on the connection is registered; if reading the history fails, dropping
@@ -374,6 +386,7 @@ impl Hub {
                 kill: kill_rx,
                 filter,
                 heartbeat_event,
+                direct,
             },
             Timing {
                 heartbeat: config.heartbeat,
@@ -728,10 +741,25 @@ impl Fanout {
             .collect();
         let mut reached = vec![0usize; groups.len()];
         let mut cut = Vec::new();
+        let direct = matches!(&recipients, Some(keys) if keys.len() <= DIRECT_MAX)
+            && published.frames.iter().all(|f| f.id != 0);
         let mut send = |key: u64, conn: &Conn| {
-            if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(published.clone()) {
-                cut.push(key);
-                return;
+            let wrote = if direct {
+                conn.direct.write(&published, &conn.filter)
+            } else {
+                Wrote::Queue
+            };
+            if wrote == Wrote::All {
+                if let Some(at) = published.at {
+                    self.metrics.delivery_lag_seconds.observe(at.elapsed());
+                }
+            } else if wrote == Wrote::Queue {
+                conn.direct.queue();
+                if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(published.clone())
+                {
+                    cut.push(key);
+                    return;
+                }
             }
             for (n, (target, event)) in reached.iter_mut().zip(&groups) {
                 *n += usize::from(conn.filter.entitled(target, event));
@@ -865,6 +893,7 @@ struct Conn {
     tx: mpsc::Sender<Arc<Published>>,
     kill: Option<oneshot::Sender<Cut>>,
     connected_at: SystemTime,
+    direct: Arc<Direct>,
 }
 
 impl State {

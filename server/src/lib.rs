@@ -33,7 +33,8 @@
 //! - [`hub`]: the handle applications hold, and this instance's fan-out: connections,
 //!   their entitlement and queues, slow-consumer cuts, counters.
 //! - [`event`]: messages, targets, typed events, the SSE wire encoding.
-//! - `stream`: one subscriber's byte stream (heartbeats, batching, final events).
+//! - `stream`: one subscriber's byte stream (heartbeats, batching, final events), and the
+//!   direct writes of publishers to an idle stream's socket.
 //! - [`routes`]: every HTTP endpoint, in [`router`].
 //! - [`query`]: strict query-string parsing.
 //! - [`auth`]: JWT verification.
@@ -46,6 +47,8 @@
 //! - [`config`]: every setting, with defaults.
 //! - [`error`]: the one error type and its JSON answer.
 //! - `metrics`: counters in a Prometheus registry.
+//! - `conn`: one accepted connection: its first request head (httparse), event streams
+//!   written straight to their sockets, every other request handed to hyper.
 //! - `net`: the accepted sockets: the accept loop, the cap on connections that are not
 //!   streams, TCP_NODELAY, send buffer, write timeout, closing at the drain deadline.
 //! - `main.rs` (the binary): flags, logging, signals; nothing else.
@@ -109,8 +112,10 @@ pub use stream::Subscription;
 /// `httparse`, and a `GET …/events` the router answers with a stream is written straight to
 /// its socket, on a runtime of its own (one worker per core this process may use). An idle
 /// stream then holds its socket and a cursor, not hyper's buffers, and fanning an event out to
-/// thousands of streams never queues in front of a publisher's answer. Every other request goes
-/// to hyper. [`router`] served by `axum::serve` streams through hyper instead, as any body.
+/// thousands of streams never queues in front of a publisher's answer. A publish call that
+/// reaches at most 8 connections is written by the publisher itself to those whose streams are
+/// idle, which saves waking the streams runtime for one write. Every other request goes to
+/// hyper. [`router`] served by `axum::serve` streams through hyper instead, as any body.
 ///
 /// Bind `listener` with [`bind`] for a listen backlog larger than tokio's 128.
 ///

@@ -6,10 +6,22 @@
 //! queue slot, whatever the batch length). Each stream picks the frames it is entitled to
 //! with its own [`Filter`], on its own task, walking the shared frames with a cursor: the
 //! publisher's work is one `try_send` per recipient, and no stream copies a batch.
+//!
+//! **Direct writes.** Handing an event to a stream's task costs more than writing it when
+//! the task is on another thread (the streams runtime of [`crate::serve`]): a wake-up of that
+//! thread and two context switches, for one `send`. So a publish call that reaches only a few
+//! connections writes straight to the socket of each one whose stream is *parked*: waiting,
+//! with everything it was handed written (see [`Direct`]). Parking and waking both take the
+//! connection's [`Direct`] lock, which a publisher holds for its write, so the socket always
+//! has exactly one writer and events reach it in id order; whatever a publisher wrote moves
+//! the stream's `written` id forward when it wakes, so it skips those events if they come
+//! again (a write that fit only in part: its rest is written first, then the queue).
 
 use std::collections::{HashSet, VecDeque};
+use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -93,6 +105,112 @@ enum Pending {
     },
 }
 
+/// A stream's socket, as a publisher writes to it directly (see the module docs).
+pub(crate) trait Socket: Send + Sync + std::fmt::Debug {
+    /// Writes what fits without waiting, like `send(2)` on a non-blocking socket.
+    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+/// The part of a connection that its publishers and its stream share for direct writes.
+#[derive(Debug, Default)]
+pub(crate) struct Direct {
+    /// Publish calls handed to the stream's queue: a publisher counts one before each send,
+    /// so a stream that has taken fewer knows its queue is not empty.
+    queued: AtomicU64,
+    parked: Mutex<Parked>,
+}
+
+#[derive(Debug, Default)]
+struct Parked {
+    /// Set once the stream is written to a socket of its own.
+    socket: Option<Box<dyn Socket>>,
+    /// The stream waits with nothing left to write; publishers may write.
+    idle: bool,
+    /// How many publish calls the stream had taken from its queue when it parked.
+    taken: u64,
+    /// The highest id the client has: the stream's when it parked, then what publishers wrote.
+    written: u64,
+    /// The rest of an event a publisher could write only in part: written first on waking.
+    carry: Option<Bytes>,
+    /// When a publisher last wrote (it holds off the idle timeout like any event).
+    wrote_at: Option<Instant>,
+}
+
+impl Direct {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Parked> {
+        self.parked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a publish call about to be handed to the stream's queue.
+    pub(crate) fn queue(&self) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Writes the frames of `published` that this connection is entitled to and does not
+    /// have straight to its socket, if its stream is parked. [`Wrote::Queue`] when the
+    /// caller must queue `published` as usual: the stream is busy, the socket would block,
+    /// or only part of it fit (the rest is kept for the stream, which skips the rest by id).
+    /// Frames without an id cannot be skipped by id: a delivery with any must not come here.
+    pub(crate) fn write(&self, published: &Published, filter: &Filter) -> Wrote {
+        let mut parked = self.lock();
+        if !parked.idle || self.queued.load(Ordering::SeqCst) != parked.taken {
+            return Wrote::Queue;
+        }
+        let mut written = parked.written;
+        let mut bytes: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        for frame in &published.frames {
+            if frame.id > written && filter.entitled(&frame.target, &frame.event) {
+                written = frame.id;
+                match (bytes.take(), joined.as_mut()) {
+                    (None, None) => bytes = Some(frame.bytes.clone()),
+                    (Some(first), None) => {
+                        let mut b = BytesMut::from(&first[..]);
+                        b.extend_from_slice(&frame.bytes);
+                        joined = Some(b);
+                    }
+                    (_, Some(b)) => b.extend_from_slice(&frame.bytes),
+                }
+            }
+        }
+        let Some(bytes) = joined.map(BytesMut::freeze).or(bytes) else {
+            return Wrote::Nothing;
+        };
+        let Some(socket) = &parked.socket else {
+            return Wrote::Queue;
+        };
+        match socket.try_write(&bytes) {
+            Ok(n) if n == bytes.len() => {
+                parked.written = written;
+                parked.wrote_at = Some(Instant::now());
+                Wrote::All
+            }
+            Ok(n) if n > 0 => {
+                parked.written = written;
+                parked.wrote_at = Some(Instant::now());
+                parked.carry = Some(bytes.slice(n..));
+                parked.idle = false;
+                Wrote::Queue
+            }
+            // Would block, or failed: nothing was written, the stream deals with it.
+            _ => Wrote::Queue,
+        }
+    }
+}
+
+/// What [`Direct::write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrote {
+    /// Everything for this connection is on its socket.
+    All,
+    /// Nothing in the delivery is for this connection (or it has it all already).
+    Nothing,
+    /// The caller must hand the delivery to the stream's queue.
+    Queue,
+}
+
 /// What a stream needs from the connections it is registered with.
 pub(crate) trait Registry: Send + Sync + std::fmt::Debug + 'static {
     /// Unregisters the connection (its stream ended).
@@ -136,6 +254,10 @@ pub struct Subscription {
     /// Shutting down: write what is pending, then `__shutdown`.
     ending: bool,
     done: bool,
+    /// Shared with publishers, who write to the socket while the stream is parked.
+    direct: Arc<Direct>,
+    /// Publish calls taken from `rx` (see [`Direct`]'s `queued`).
+    taken: u64,
     guard: Guard,
 }
 
@@ -165,6 +287,27 @@ struct Guard {
     key: u64,
 }
 
+/// `rest` of a partial direct write, then `frame`.
+fn carried(rest: Option<Bytes>, frame: Bytes) -> Bytes {
+    match rest {
+        None => frame,
+        Some(rest) => {
+            let mut joined = BytesMut::from(&rest[..]);
+            joined.extend_from_slice(&frame);
+            joined.freeze()
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Publishers stop writing, and the socket is closed with the stream.
+        let mut parked = self.direct.lock();
+        parked.idle = false;
+        parked.socket = None;
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         self.registry.remove(self.key);
@@ -187,6 +330,15 @@ pub(crate) struct Opening {
     pub(crate) kill: oneshot::Receiver<Cut>,
     pub(crate) filter: Arc<Filter>,
     pub(crate) heartbeat_event: bool,
+    pub(crate) direct: Arc<Direct>,
+}
+
+/// What woke a waiting stream.
+enum Woke {
+    Cut(Result<Cut, oneshot::error::RecvError>),
+    Published(Option<Arc<Published>>),
+    Heartbeat,
+    Idle,
 }
 
 impl Subscription {
@@ -207,6 +359,8 @@ impl Subscription {
             timing,
             ending: false,
             done: false,
+            direct: opening.direct,
+            taken: 0,
             guard: Guard {
                 registry,
                 key: opening.key,
@@ -238,49 +392,121 @@ impl Subscription {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
-                cut = &mut self.kill => {
+                cut = &mut self.kill => Woke::Cut(cut),
+                published = self.rx.recv() => Woke::Published(published),
+                _ = timers.heartbeat.tick() => Woke::Heartbeat,
+                () = idle => Woke::Idle,
+            };
+            let carry = self.unpark();
+            match woke {
+                Woke::Cut(cut) => {
                     if let Ok(Cut::Shutdown) = cut {
-                        return Some(self.begin_shutdown());
+                        return Some(carried(carry, self.begin_shutdown()));
                     }
                     self.done = true;
-                    return match cut {
-                        Ok(Cut::SlowConsumer) => Some(self.slow_consumer_frame()),
-                        Ok(Cut::Dropped) => Some(self.error_frame(
+                    let frame = match cut {
+                        Ok(Cut::SlowConsumer) => self.slow_consumer_frame(),
+                        Ok(Cut::Dropped) => self.error_frame(
                             "dropped",
                             "an admin dropped this client; reconnect with Last-Event-ID to replay what it missed",
-                        )),
-                        Ok(Cut::Shutdown) | Err(_) => None,
+                        ),
+                        Ok(Cut::Shutdown) | Err(_) => return carry,
                     };
+                    return Some(carried(carry, frame));
                 }
-                published = self.rx.recv() => match published {
-                    Some(published) => {
-                        if self.lagging(&published) {
-                            return Some(self.cut_lagging());
-                        }
-                        self.push(published);
-                        while self.pending.len() < 64 {
-                            let Ok(more) = self.rx.try_recv() else { break };
-                            self.push(more);
-                        }
-                        if let (Some(d), Some(Timers { idle: Some(sleep), .. })) =
-                            (timing.idle_timeout, &mut self.timers)
-                        {
-                            sleep.as_mut().reset(Instant::now() + d);
-                        }
+                Woke::Published(Some(published)) => {
+                    self.taken += 1;
+                    if self.lagging(&published) {
+                        return Some(carried(carry, self.cut_lagging()));
                     }
-                    None => {
-                        self.done = true;
-                        return None;
+                    self.push(published);
+                    while self.pending.len() < 64 {
+                        let Ok(more) = self.rx.try_recv() else { break };
+                        self.taken += 1;
+                        self.push(more);
                     }
-                },
-                _ = timers.heartbeat.tick() => return Some(self.heartbeat_frame()),
-                () = idle => {
+                    self.reset_idle(Instant::now());
+                    if let Some(carry) = carry {
+                        self.pending.push_front(Pending::Bytes(carry));
+                    }
+                }
+                Woke::Published(None) => {
                     self.done = true;
-                    return Some(self.error_frame("idle_timeout", "no event for the idle timeout; reconnect when you need the stream again"));
+                    return carry;
+                }
+                Woke::Heartbeat => return Some(carried(carry, self.heartbeat_frame())),
+                Woke::Idle => {
+                    // Events a publisher wrote directly count as activity too.
+                    let pushed_back = self
+                        .timers
+                        .as_ref()
+                        .and_then(|t| t.idle.as_ref())
+                        .is_some_and(|sleep| sleep.deadline() > Instant::now());
+                    if pushed_back {
+                        if carry.is_some() {
+                            return carry;
+                        }
+                        continue;
+                    }
+                    self.done = true;
+                    return Some(carried(carry, self.error_frame("idle_timeout", "no event for the idle timeout; reconnect when you need the stream again")));
                 }
             }
+        }
+    }
+
+    /// Lets publishers write to the stream's socket directly from now on (while it is parked).
+    pub(crate) fn attach(&self, socket: Box<dyn Socket>) {
+        self.direct.lock().socket = Some(socket);
+    }
+
+    /// Parks the stream, if it has nothing left to write and has taken everything queued:
+    /// publishers may then write to its socket until it wakes. Call only once everything
+    /// [`Subscription::next_chunk`] returned is written.
+    pub(crate) fn park(&mut self) {
+        if !self.pending.is_empty() || self.ending || self.done {
+            return;
+        }
+        let mut parked = self.direct.lock();
+        if parked.idle
+            || parked.carry.is_some()
+            || self.direct.queued.load(Ordering::SeqCst) != self.taken
+        {
+            return;
+        }
+        parked.idle = true;
+        parked.taken = self.taken;
+        parked.written = parked.written.max(self.written);
+    }
+
+    /// Takes the write back from publishers: adopts the id they moved the client to, resets
+    /// the idle timeout for what they wrote, and returns the rest of a partial write, which
+    /// must be written before anything else.
+    fn unpark(&mut self) -> Option<Bytes> {
+        let (written, wrote_at, carry) = {
+            let mut parked = self.direct.lock();
+            parked.idle = false;
+            (parked.written, parked.wrote_at.take(), parked.carry.take())
+        };
+        self.written = self.written.max(written);
+        if let Some(at) = wrote_at {
+            self.reset_idle(at);
+        }
+        carry
+    }
+
+    /// Restarts the idle timeout from `at` (the last event written), when there is one.
+    fn reset_idle(&mut self, at: Instant) {
+        if let (
+            Some(d),
+            Some(Timers {
+                idle: Some(sleep), ..
+            }),
+        ) = (self.timing.idle_timeout, &mut self.timers)
+        {
+            sleep.as_mut().reset(at + d);
         }
     }
 
@@ -317,6 +543,7 @@ impl Subscription {
     /// Shutdown: events already queued were counted as delivered, so they are written first.
     fn begin_shutdown(&mut self) -> Bytes {
         while let Ok(published) = self.rx.try_recv() {
+            self.taken += 1;
             self.push(published);
         }
         match self.take_pending() {

@@ -355,8 +355,7 @@ pub fn data(event: &Event) -> Value {
     serde_json::from_str(&event.data).unwrap_or_else(|e| panic!("{e}: {:?}", event.data))
 }
 
-/// A config with fast heartbeats for tests that do not care about them.
-/// Open access (no auth), as most tests need; auth tests set `auth`.
+/// The default config with open access (no auth), as most tests need; auth tests set `auth`.
 pub fn config() -> Config {
     let mut config = Config::default();
     config.insecure_open_access = true;
