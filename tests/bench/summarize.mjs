@@ -81,7 +81,8 @@ for (const size of sizes) {
   const loads = runs
     .filter((r) => r.connections === size && r.loadavg_start)
     .map((r) => Number(r.loadavg_start.split(" ")[0]));
-  const reps = Math.max(...SERVERS.map((s) => pick(size, "broadcast", s).length), 0);
+  // Runs per server in the group run most at this size (each group's runs are one set).
+  const reps = Math.max(...SERVERS.flatMap((s) => LOSS_LABELS.map((g) => pick(size, g, s).length)), 0);
   text += `\n### ${size.toLocaleString("en-US")} connections\n\n`;
   text += `Median of ${reps} run(s) per figure; 1-minute load average at the start of each run: ${
     loads.length ? `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}` : "?"
