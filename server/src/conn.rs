@@ -357,8 +357,8 @@ fn start_stream(server: &Server, stream: TcpStream, subscription: Subscription, 
 }
 
 /// Writes the response head and then the stream's chunks as they come, until the stream ends,
-/// the peer leaves or a write times out. Between chunks the stream is parked: publishers may
-/// write to the socket themselves meanwhile (see `stream.rs`, "Direct writes").
+/// the peer leaves or a write times out. While `next_chunk` waits, publishers may write to the
+/// socket themselves (see `stream.rs`, "Direct writes").
 async fn write_stream(
     stream: TcpStream,
     mut subscription: Subscription,
@@ -390,7 +390,6 @@ async fn write_stream(
             }
             bytes_written.inc_by(bytes.len() as u64);
         }
-        subscription.park();
         tokio::select! {
             biased;
             next = subscription.next_chunk() => match next {

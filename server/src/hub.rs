@@ -742,18 +742,19 @@ impl Fanout {
         let mut reached = vec![0usize; groups.len()];
         let mut cut = Vec::new();
         let direct = matches!(&recipients, Some(keys) if keys.len() <= DIRECT_MAX)
-            && published.frames.iter().all(|f| f.id != 0);
+            && published.writable_directly();
         let mut send = |key: u64, conn: &Conn| {
             let wrote = if direct {
                 conn.direct.write(&published, &conn.filter)
             } else {
                 Wrote::Queue
             };
-            if wrote == Wrote::All {
+            if matches!(wrote, Wrote::All | Wrote::Part) {
                 if let Some(at) = published.at {
                     self.metrics.delivery_lag_seconds.observe(at.elapsed());
                 }
-            } else if wrote == Wrote::Queue {
+            }
+            if matches!(wrote, Wrote::Part | Wrote::Queue) {
                 conn.direct.queue();
                 if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(published.clone())
                 {

@@ -54,6 +54,16 @@ pub(crate) struct Published {
     pub(crate) at: Option<Instant>,
 }
 
+impl Published {
+    /// Whether publishers may write it to a parked stream's socket ([`Direct::write`]): every
+    /// frame has an id (the stream skips by id what was written), and it is at most one
+    /// chunk (it is joined per recipient while the fan-out's lock is held).
+    pub(crate) fn writable_directly(&self) -> bool {
+        self.frames.iter().all(|f| f.id != 0)
+            && self.frames.iter().map(|f| f.bytes.len()).sum::<usize>() <= MAX_CHUNK
+    }
+}
+
 /// What one connection is entitled to receive.
 #[derive(Debug)]
 pub(crate) struct Filter {
@@ -150,9 +160,8 @@ impl Direct {
 
     /// Writes the frames of `published` that this connection is entitled to and does not
     /// have straight to its socket, if its stream is parked. [`Wrote::Queue`] when the
-    /// caller must queue `published` as usual: the stream is busy, the socket would block,
-    /// or only part of it fit (the rest is kept for the stream, which skips the rest by id).
-    /// Frames without an id cannot be skipped by id: a delivery with any must not come here.
+    /// caller must queue `published` as usual: the stream is busy or the socket would block.
+    /// Only for a delivery that [`Published::writable_directly`].
     pub(crate) fn write(&self, published: &Published, filter: &Filter) -> Wrote {
         let mut parked = self.lock();
         if !parked.idle || self.queued.load(Ordering::SeqCst) != parked.taken {
@@ -176,6 +185,9 @@ impl Direct {
             }
         }
         let Some(bytes) = joined.map(BytesMut::freeze).or(bytes) else {
+            // Like a queued delivery with nothing for the stream, it holds off the idle
+            // timeout.
+            parked.wrote_at = Some(Instant::now());
             return Wrote::Nothing;
         };
         let Some(socket) = &parked.socket else {
@@ -192,7 +204,7 @@ impl Direct {
                 parked.wrote_at = Some(Instant::now());
                 parked.carry = Some(bytes.slice(n..));
                 parked.idle = false;
-                Wrote::Queue
+                Wrote::Part
             }
             // Would block, or failed: nothing was written, the stream deals with it.
             _ => Wrote::Queue,
@@ -205,6 +217,9 @@ impl Direct {
 pub(crate) enum Wrote {
     /// Everything for this connection is on its socket.
     All,
+    /// Part of it is on the socket, the rest kept for the stream: the caller must still hand
+    /// the delivery to the stream's queue, which wakes it.
+    Part,
     /// Nothing in the delivery is for this connection (or it has it all already).
     Nothing,
     /// The caller must hand the delivery to the stream's queue.
@@ -384,6 +399,9 @@ impl Subscription {
             if self.ending {
                 return Some(self.finish_shutdown());
             }
+            // Everything returned before is written (see `attach`): publishers may write
+            // while this waits.
+            self.park();
             let timing = self.timing;
             let timers = self.timers.get_or_insert_with(|| Timers::start(&timing));
             let idle = async {
@@ -457,15 +475,16 @@ impl Subscription {
         }
     }
 
-    /// Lets publishers write to the stream's socket directly from now on (while it is parked).
+    /// Lets publishers write to the stream's socket directly from now on, while
+    /// [`Subscription::next_chunk`] waits: the caller must then call `next_chunk` only once
+    /// everything it returned before is written.
     pub(crate) fn attach(&self, socket: Box<dyn Socket>) {
         self.direct.lock().socket = Some(socket);
     }
 
     /// Parks the stream, if it has nothing left to write and has taken everything queued:
-    /// publishers may then write to its socket until it wakes. Call only once everything
-    /// [`Subscription::next_chunk`] returned is written.
-    pub(crate) fn park(&mut self) {
+    /// publishers may then write to its socket until it wakes.
+    fn park(&mut self) {
         if !self.pending.is_empty() || self.ending || self.done {
             return;
         }

@@ -85,7 +85,8 @@ async fn direct_and_queued_events_reach_a_client_once_in_id_order() {
 
 /// A client that stops reading fills its socket: a publisher's write then fits only in
 /// part, and the stream must finish that frame before writing anything else. Read again,
-/// every event arrives whole and in order.
+/// every event arrives whole and in order, and the delivery-lag histogram has one sample per
+/// event, whichever path wrote it (whole, in part, or from the queue).
 #[tokio::test]
 async fn a_direct_write_that_fits_in_part_is_finished_first() {
     let mut cfg = config();
@@ -114,6 +115,12 @@ async fn a_direct_write_that_fits_in_part_is_finished_first() {
         assert_eq!(data(&e), json!(payload), "event {id}");
     }
     slow.assert_quiet(Duration::from_millis(200)).await;
+    let metrics = t.get("/metrics", None, &[]).await.text().await.unwrap();
+    let lag_samples = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("eventwire_delivery_lag_seconds_count "))
+        .unwrap_or_else(|| panic!("no lag count in:\n{metrics}"));
+    assert_eq!(lag_samples, published.len().to_string());
 }
 
 /// Events written directly keep a stream alive like queued ones: the idle timeout counts
