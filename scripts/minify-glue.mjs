@@ -223,13 +223,15 @@ if (parse.status !== 0) errors.push(`the rewritten glue does not parse:\n${parse
 failIfErrors("parsing the rewritten glue");
 
 /**
- * Evaluates `__wbg_get_imports` of `source` on its own (building the object touches no other
- * part of the glue; its functions run only when the wasm calls them).
+ * Evaluates `__wbg_get_imports` of `source` on its own, after the snippets inline-snippets.mjs
+ * put in the glue (building the object reads those and touches no other part of the glue;
+ * its functions run only when the wasm calls them).
  */
 function loadImports(source, label) {
   const [s, e] = importsFunction(source);
+  const snippets = source.match(/^\/\* snippet \*\/\n[^]*?^\/\* end snippet \*\/\n/gm) ?? [];
   try {
-    const code = `${source.slice(s, e)}\n__wbg_get_imports();`;
+    const code = `${snippets.join("")}${source.slice(s, e)}\n__wbg_get_imports();`;
     return vm.runInNewContext(code, {}, { filename: label });
   } catch (err) {
     errors.push(`${label}: evaluating __wbg_get_imports() threw: ${err}`);

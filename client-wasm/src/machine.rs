@@ -730,6 +730,7 @@ impl Machine {
 /// id.report("", true);
 /// assert_eq!(id.take(), None); // a new EventSource's "": no reset
 /// id.report("7", false);
+/// assert!(id.seen());
 /// id.report("8", false);
 /// assert_eq!(id.take(), Some("8"));
 /// id.report("", true);
@@ -759,6 +760,12 @@ impl<S> SourceId<S> {
         if self.seen {
             self.pending = Some(id);
         }
+    }
+
+    /// Whether this `EventSource` has reported a non-empty id: from then on every report
+    /// counts, so [`SourceId::report`] ignores `empty` (the browser asks for it only before).
+    pub fn seen(&self) -> bool {
+        self.seen
     }
 
     /// The id to adopt ([`Input::LastEventId`]) when one was reported since the last take.

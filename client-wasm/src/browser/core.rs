@@ -7,16 +7,19 @@
 //! `getToken` / `getTicket` is a JS function. The Rust API wraps Rust closures into JS
 //! functions and reads its typed events back from those objects, so the build JavaScript users
 //! get carries one dispatch path and no Rust-listener machinery. Payloads stay JS strings on
-//! their way to listeners (no UTF-8 round trip through wasm memory); only types and system
-//! events are read into Rust per event. Ids stay JS strings too: the last one is read into
-//! the machine only when it needs it (`SourceId`: before a reconnect, or when read).
+//! their way to listeners (no UTF-8 round trip through wasm memory): a stream event's
+//! listeners' object is made in JavaScript before the event enters wasm, and its type is
+//! known from the listener it came through; only system events are read into Rust. Ids stay
+//! JS strings too: the last one is read into the machine only when it needs it (`SourceId`:
+//! before a reconnect, or when read).
 //!
 //! Ownership: everything the browser can call back into (EventSource listeners, timers, the
 //! window's `online` and the document's `visibilitychange` listeners) is a handle
 //! ([`Listen`], [`Timer`]) stored in [`Inner`]; dropping it removes the listener or clears
 //! the timer. All of them call one JS function per client, the [`Closure`] in
-//! `Inner::callback` (an event object for DOM events, a [`TimerKind`] number for timers), so
-//! a reconnect creates no closure; `close()` drops the handles, then the closure. Callbacks
+//! `Inner::callback`, with a [`Kind`] number that says what called (timers pass it, DOM
+//! listeners are the callback bound to it or a JS function that calls it) and the event, so a
+//! reconnect creates no Rust closure; `close()` drops the handles, then the closure. Callbacks
 //! hold only a `Weak` reference, so dropping the client frees everything. User code
 //! (listeners, `getToken`, `getTicket`) is never called while `Inner` is borrowed, and
 //! `getToken` / `getTicket` always from a promise reaction, never inside `createClient` or a
@@ -40,8 +43,8 @@ use crate::{
 };
 
 /// The current `EventSource` and the listeners attached to it (`open`, `error`, the system
-/// events and one per listened type, all calling the client's callback). Dropping it closes
-/// the `EventSource` and removes the listeners.
+/// events and one per listened type, all calling the client's callback: [`Kind`] says which).
+/// Dropping it closes the `EventSource` and removes the listeners.
 struct Source {
     es: EventSource,
     listeners: Vec<Listen>,
@@ -53,12 +56,21 @@ impl Drop for Source {
     }
 }
 
-/// What a timer passes to the client's callback (a number, where DOM events pass an object).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-enum TimerKind {
-    Retry = 1,
-    Watchdog = 2,
+/// What called the client's callback: its first argument. Timers pass it to `setTimeout`,
+/// DOM listeners are the callback bound to it, and the listener of a stream event type is
+/// [`stream_listener`] with [`Kind::STREAM`] plus that type's index in [`Source::listeners`].
+struct Kind;
+
+impl Kind {
+    const RETRY: u32 = 1;
+    const WATCHDOG: u32 = 2;
+    const ONLINE: u32 = 3;
+    const VISIBILITY: u32 = 4;
+    /// The `EventSource`'s `open` and `error` (connection events, and application events of
+    /// those names).
+    const OPEN: u32 = 5;
+    const ERROR: u32 = 6;
+    const STREAM: u32 = 8;
 }
 
 pub(crate) struct Inner {
@@ -88,7 +100,7 @@ pub(crate) struct Driver {
     window_listeners: Vec<Listen>,
     /// The one JS function behind every DOM listener and timer of this client; dropped by
     /// `close()` after all of them.
-    callback: Option<Closure<dyn Fn(JsValue, JsValue)>>,
+    callback: Option<Closure<dyn Fn(u32, JsValue)>>,
     /// `callback` as a JS function (kept apart so handles can be removed after it is gone).
     callback_fn: Function,
     /// What calls user code, done once the borrow of `Inner` has ended.
@@ -135,6 +147,63 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+// The per-event path in JavaScript, so that a stream event enters wasm once, with its
+// listeners' object made: the listener of a stream event type reads the event, runs
+// `JSON.parse` in its own try/catch and builds the object literal, then calls the client's
+// callback with the object and a number that names the type (no string read into wasm or
+// compared); each listener is called in a try/catch of its own (wasm-bindgen's `catch`
+// imports create a closure and an `arguments` object per call). wasm-bindgen writes it beside
+// the glue (`snippets/*/inline0.js`); build-client-wasm.sh moves it into the glue.
+#[wasm_bindgen(inline_js = r#"export const hot = {
+  message(e) {
+    const raw = e.data;
+    if (typeof raw != "string") return;
+    let data;
+    try {
+      data = JSON.parse(raw);
+    } catch {
+      data = raw;
+    }
+    return { type: e.type, data, raw, id: e.lastEventId || null };
+  },
+  listener(callback, kind) {
+    return (e) => {
+      const m = hot.message(e);
+      if (m) callback(kind, m);
+    };
+  },
+  call(listener, event) {
+    try {
+      listener(event);
+    } catch (e) {
+      console.error("eventwire: a listener threw", e);
+    }
+  },
+  gap: (m) => ({ ...m, type: "gap" }),
+};
+"#)]
+extern "C" {
+    /// A stream event's listeners' object, `{ type, data, raw, id }`: `data` is the JSON
+    /// value, or the string itself when the payload is not JSON (see [`crate::decode`]); `id`
+    /// is `lastEventId`, `null` when it is `""`. `undefined` for other events (no string
+    /// `data`: `open`, a connection `error`).
+    #[wasm_bindgen(js_namespace = hot)]
+    fn message(event: &JsValue) -> JsValue;
+
+    /// The `EventSource` listener of a stream event type: calls `callback(kind, message(e))`
+    /// (nothing for an event that is no stream event).
+    #[wasm_bindgen(js_namespace = hot, js_name = listener)]
+    fn stream_listener(callback: &Function, kind: u32) -> Function;
+
+    /// Calls `listener(event)`; what it throws is reported on the console.
+    #[wasm_bindgen(js_namespace = hot)]
+    fn call(listener: &Function, event: &JsValue);
+
+    /// The `gap` event's object: the `__gap` event's, with the type `gap`.
+    #[wasm_bindgen(js_namespace = hot, js_name = gap)]
+    fn gap_object(message: &JsValue) -> JsValue;
+}
+
 #[wasm_bindgen]
 extern "C" {
     /// [`globalThis`](https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/globalThis):
@@ -144,31 +213,17 @@ extern "C" {
     static GLOBAL: JsValue;
 
     /// `JSON.parse` on a JS string as it is (js-sys's takes a `&str`, which would copy the
-    /// payload into wasm memory and back).
+    /// payload into wasm memory and back). Only for system events: the hot path parses in
+    /// [`message`].
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
     fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
 
-    /// A stream event ([`MessageEvent`](https://developer.mozilla.org/en-US/docs/Web/API/MessageEvent)),
-    /// read with direct property accesses (`e.data`): no key string copied out of wasm, no
-    /// `Reflect` call, no try/catch wrapper.
-    type StreamEvent;
-    #[wasm_bindgen(method, getter = type)]
-    fn event_type(this: &StreamEvent) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn data(this: &StreamEvent) -> JsValue;
-    #[wasm_bindgen(method, getter = lastEventId)]
-    fn last_event_id(this: &StreamEvent) -> JsValue;
-
-    /// The object a stream event's listeners get, filled with direct property writes.
+    /// The object [`message`] makes of a stream event, its `id` read with a direct property
+    /// access (no key string copied out of wasm, no `Reflect`).
     type Message;
-    #[wasm_bindgen(method, setter = type)]
-    fn set_type(this: &Message, value: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    fn set_data(this: &Message, value: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    fn set_raw(this: &Message, value: &JsValue);
-    #[wasm_bindgen(method, setter)]
-    fn set_id(this: &Message, value: &JsValue);
+    /// The event's `lastEventId`, `null` when it is `""`.
+    #[wasm_bindgen(method, getter)]
+    fn id(this: &Message) -> JsValue;
 
     /// A promise, seen through a [`then`](https://developer.mozilla.org/en-US/docs/Web/JavaScript/Reference/Global_Objects/Promise/then)
     /// that takes plain functions (js-sys's takes closures).
@@ -222,19 +277,6 @@ fn resolve_url(url: &str) -> Result<String, Error> {
     }
 }
 
-/// The object listeners of a stream event get: `{ type, data, raw, id }`, where `data` is the
-/// JSON value, or the string itself when the payload is not JSON (see [`crate::decode`]).
-/// `event_type` and `id` are JS strings (`id` is `null` when there is none).
-fn message_object(event_type: &JsValue, data: &JsValue, raw: &JsValue, id: &JsValue) -> JsValue {
-    let o: JsValue = Object::new().into();
-    let m: &Message = o.unchecked_ref();
-    m.set_type(event_type);
-    m.set_data(data);
-    m.set_raw(raw);
-    m.set_id(id);
-    o
-}
-
 /// The object listeners of a lifecycle event get, and its type.
 pub(crate) fn lifecycle_object(event: &Lifecycle) -> (&'static str, JsValue) {
     let event_type = event.event_type();
@@ -268,9 +310,9 @@ impl Core {
         let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
         let inner = Rc::new_cyclic(|weak: &Weak<RefCell<Inner>>| {
             let on_call = weak.clone();
-            let callback = Closure::<dyn Fn(JsValue, JsValue)>::new(move |what, _: JsValue| {
+            let callback = Closure::<dyn Fn(u32, JsValue)>::new(move |kind, what: JsValue| {
                 if let Some(rc) = on_call.upgrade() {
-                    Core(rc).on_callback(&what);
+                    Core(rc).on_callback(kind, &what);
                 }
             });
             let callback_fn: Function = callback.as_ref().clone().unchecked_into();
@@ -325,97 +367,107 @@ impl Core {
     fn install_window_listeners(&self) {
         let io = &mut self.inner_mut().io;
         let global = GLOBAL.with(JsValue::clone);
-        let mut handles = alloc::vec![Listen::new(&global, "online", &io.callback_fn)];
+        let callback = &io.callback_fn;
+        let mut handles = alloc::vec![Listen::new(
+            &global,
+            "online",
+            bound(callback, Kind::ONLINE)
+        )];
         if let Some(document) = global_object("document") {
-            handles.push(Listen::new(&document, "visibilitychange", &io.callback_fn));
+            let listener = bound(callback, Kind::VISIBILITY);
+            handles.push(Listen::new(&document, "visibilitychange", listener));
         }
         io.window_listeners = handles;
     }
 
-    /// The client's one callback: a timer fired (`what` is a [`TimerKind`] number) or a DOM
-    /// event arrived (`what` is the event).
-    fn on_callback(&self, what: &JsValue) {
-        // A timer passes a number (a `typeof` check, cheaper than reading the number).
-        if !what.is_object() {
-            let retry = what.as_f64() == Some(f64::from(TimerKind::Retry as u32));
-            self.feed(if retry {
-                Input::RetryTimerFired
-            } else {
-                Input::WatchdogFired { now_ms: now_ms() }
-            });
-            return;
-        }
-        let event: &StreamEvent = what.unchecked_ref();
-        let type_js = event.event_type();
-        let event_type = type_js.as_string().unwrap_or_default();
-        // Stream events are MessageEvents (a string `data`), including application events
-        // named `error` or `open`.
-        let data = event.data();
-        if data.is_string() {
-            self.on_stream_event(&event_type, &type_js, event, &data);
-            return;
-        }
-        let input = match event_type.as_str() {
-            "open" => Input::Opened { now_ms: now_ms() },
-            // Whatever the EventSource's readyState: the machine closes it and reconnects on
-            // its own schedule.
-            "error" => {
-                if self.inner().io.source.is_none() {
-                    return;
+    /// The client's one callback: `kind` says what called ([`Kind`]), `what` is the DOM
+    /// event, or for a stream event its listeners' object.
+    fn on_callback(&self, kind: u32, what: &JsValue) {
+        if kind >= Kind::STREAM {
+            // The type this listener was attached for (its source is the current one: a
+            // replaced `EventSource` lost its listeners).
+            let event_type = {
+                let io = &self.inner().io;
+                let listener = io
+                    .source
+                    .as_ref()
+                    .and_then(|source| source.listeners.get((kind - Kind::STREAM) as usize));
+                match listener {
+                    Some(listener) => listener.event_type.clone(),
+                    None => return,
                 }
-                Input::SourceError { now_ms: now_ms() }
-            }
-            "online" => Input::Online,
+            };
+            self.on_stream_event(&event_type, what);
+            return;
+        }
+        let input = match kind {
+            Kind::RETRY => Input::RetryTimerFired,
+            Kind::WATCHDOG => Input::WatchdogFired { now_ms: now_ms() },
+            Kind::ONLINE => Input::Online,
             // Only becoming visible matters; hiding the page leaves the stream alone.
-            "visibilitychange"
+            Kind::VISIBILITY
                 if global_object("document")
                     .is_some_and(|d| get(&d, "visibilityState") == "visible") =>
             {
                 Input::Visible
+            }
+            Kind::OPEN | Kind::ERROR => {
+                let open = kind == Kind::OPEN;
+                // Application events named `open` or `error` are MessageEvents (a string
+                // `data`) on the same listener.
+                let message = message(what);
+                if !message.is_undefined() {
+                    self.on_stream_event(if open { "open" } else { "error" }, &message);
+                    return;
+                }
+                if open {
+                    Input::Opened { now_ms: now_ms() }
+                } else {
+                    // Whatever the EventSource's readyState: the machine closes it and
+                    // reconnects on its own schedule.
+                    if self.inner().io.source.is_none() {
+                        return;
+                    }
+                    Input::SourceError { now_ms: now_ms() }
+                }
             }
             _ => return,
         };
         self.feed(input);
     }
 
-    /// Handles one event from the stream: bookkeeping, listeners, then system-event handling.
-    fn on_stream_event(
-        &self,
-        event_type: &str,
-        type_js: &JsValue,
-        message: &StreamEvent,
-        raw: &JsValue,
-    ) {
+    /// Handles one event from the stream (its listeners' object, made by [`message`]):
+    /// bookkeeping, listeners, then system-event handling.
+    fn on_stream_event(&self, event_type: &str, message: &JsValue) {
+        let event: &Message = message.unchecked_ref();
         // `lastEventId` is the EventSource's own last event ID buffer, which the hub moves on
         // purpose: on `__connected` for a fresh connection (its starting point), with
         // `__position` after a replay, and on `__heartbeat` (the connection's position). An
         // event without an `id:` line repeats the previous value; after an empty `id:` line
-        // it is "". It is exactly what a reconnect must name: every event reports it, as the
-        // JS string it is, and the machine reads it only when it needs it (see `SourceId`).
-        let id_js = message.last_event_id();
-        let empty = id_js.is_falsy();
-        // Parsed once: the listeners' `data`, and the system events' fields.
-        let parsed = json_parse(raw);
-        let data = parsed.as_ref().unwrap_or(raw);
-        let id = if empty { &JsValue::NULL } else { &id_js };
-        let object = message_object(type_js, data, raw, id);
+        // it is "" (`null` in the object). It is exactly what a reconnect must name: every
+        // event reports it, as the JS value it is, and the machine reads it only when it needs
+        // it (see `SourceId`).
+        let id = event.id();
         {
             // After `close()` both are no-ops (the machine is closed, nothing adopts the id).
             let mut inner = self.inner_mut();
             let Inner { machine, io } = &mut *inner;
-            io.source_id.report(id_js, empty);
+            // Once an id was seen, emptiness no longer matters (see `SourceId::report`).
+            let empty = !io.source_id.seen() && id.is_null();
+            io.source_id.report(id, empty);
             machine.handle(Input::Activity { now_ms: now_ms() }, io);
         }
-        self.dispatch(event_type, &object);
+        self.dispatch(event_type, message);
         let Some(system) = SystemEvent::from_name(event_type) else {
             return;
         };
-        let parsed = match &parsed {
-            Ok(v) => v.clone(),
+        // Parsed again, for the error (system events are few).
+        let parsed = match json_parse(&get(message, "raw")) {
+            Ok(v) => v,
             Err(e) => {
                 self.emit(Lifecycle::Error {
                     kind: ErrorKind::Decode,
-                    message: cat(&["bad ", event_type, " payload: ", &js_message(e)]),
+                    message: cat(&["bad ", event_type, " payload: ", &js_message(&e)]),
                 });
                 JsValue::UNDEFINED
             }
@@ -429,13 +481,7 @@ impl Core {
             // Counted as activity above (their id reported, the watchdog's deadline moved);
             // nothing else to do.
             SystemEvent::Heartbeat | SystemEvent::Position => {}
-            SystemEvent::Gap => {
-                // Read again (the first went to `source_id`): the same as the `__gap` one.
-                let id = message.last_event_id();
-                let id = if id.is_falsy() { JsValue::NULL } else { id };
-                let gap = message_object(&"gap".into(), data, raw, &id);
-                self.dispatch("gap", &gap);
-            }
+            SystemEvent::Gap => self.dispatch("gap", &gap_object(message)),
             SystemEvent::Error | SystemEvent::Shutdown => {
                 let server = system == SystemEvent::Error;
                 let text = |key: &str| get(&parsed, key).as_string();
@@ -505,29 +551,28 @@ impl Core {
         // frees it once the promise has settled and let go of it. It is not owned by the
         // client because the promise may settle after `close()` (then it does nothing). Same
         // signature as the client's callback, so the wasm carries one closure shim.
-        let on_settled =
-            Closure::<dyn Fn(JsValue, JsValue)>::new(move |ok: JsValue, value: JsValue| {
-                let Some(rc) = weak.upgrade() else {
-                    return;
-                };
-                // Anything but a string is no token (and for `getTicket` a failure, whose cause
-                // is what was thrown or given).
-                let token = if ok.as_bool() == Some(true) {
-                    Ok(value.as_string())
-                } else {
-                    Err(js_message(&value))
-                };
-                if !matches!(token, Ok(Some(_))) {
-                    if let Ok(mut inner) = rc.try_borrow_mut() {
-                        inner.io.cause = value;
-                    }
+        let on_settled = Closure::<dyn Fn(u32, JsValue)>::new(move |ok: u32, value: JsValue| {
+            let Some(rc) = weak.upgrade() else {
+                return;
+            };
+            // Anything but a string is no token (and for `getTicket` a failure, whose cause
+            // is what was thrown or given).
+            let token = if ok == 1 {
+                Ok(value.as_string())
+            } else {
+                Err(js_message(&value))
+            };
+            if !matches!(token, Ok(Some(_))) {
+                if let Ok(mut inner) = rc.try_borrow_mut() {
+                    inner.io.cause = value;
                 }
-                Core(rc).feed(Input::TokenReady { seq, token });
-            })
-            .into_js_value();
+            }
+            Core(rc).feed(Input::TokenReady { seq, token });
+        })
+        .into_js_value();
         let on_settled: &Function = on_settled.unchecked_ref();
-        let resolved: JsValue = on_settled.bind1(&JsValue::NULL, &JsValue::TRUE).into();
-        let rejected: JsValue = on_settled.bind1(&JsValue::NULL, &JsValue::FALSE).into();
+        let resolved: JsValue = bound(on_settled, 1).into();
+        let rejected: JsValue = bound(on_settled, 0).into();
         js_sys::Promise::resolve(&JsValue::UNDEFINED)
             .unchecked_ref::<Thenable>()
             .then(&get_token, &JsValue::UNDEFINED)
@@ -562,9 +607,7 @@ impl Core {
                     None => return,
                 }
             };
-            if let Err(e) = listener.call1(&JsValue::UNDEFINED, event) {
-                web_sys::console::error_2(&"eventwire: a listener threw".into(), &e);
-            }
+            call(&listener, event);
         }
     }
 
@@ -734,16 +777,12 @@ impl Io for Driver {
             Command::CloseSource => self.source = None,
             Command::SetRetryTimer { ms } => {
                 self.retry_timer = None;
-                self.retry_timer = Some(Timer::new(&self.callback_fn, ms, TimerKind::Retry as u32));
+                self.retry_timer = Some(Timer::new(&self.callback_fn, ms, Kind::RETRY));
             }
             Command::ClearRetryTimer => self.retry_timer = None,
             Command::SetWatchdog { ms } => {
                 self.watchdog = None;
-                self.watchdog = Some(Timer::new(
-                    &self.callback_fn,
-                    ms,
-                    TimerKind::Watchdog as u32,
-                ));
+                self.watchdog = Some(Timer::new(&self.callback_fn, ms, Kind::WATCHDOG));
             }
             Command::ClearWatchdog => self.watchdog = None,
             Command::Emit(lifecycle) => self.emit(&lifecycle),
@@ -780,8 +819,8 @@ impl Driver {
         let class: &Function = self.event_source.unchecked_ref();
         let es: EventSource = Reflect::construct(class, &args)?.unchecked_into();
         let listeners = alloc::vec![
-            Listen::new(&es, "open", &self.callback_fn),
-            Listen::new(&es, "error", &self.callback_fn),
+            Listen::new(&es, "open", bound(&self.callback_fn, Kind::OPEN)),
+            Listen::new(&es, "error", bound(&self.callback_fn, Kind::ERROR)),
         ];
         self.source = Some(Source { es, listeners });
         for system in SystemEvent::ALL {
@@ -794,10 +833,18 @@ impl Driver {
     }
 }
 
-/// Makes the current `EventSource` call the client's callback for `event_type` events.
+/// `callback` bound to `kind`: it calls `callback(kind, event)`.
+fn bound(callback: &Function, kind: u32) -> Function {
+    callback
+        .bind1(&JsValue::NULL, &kind.into())
+        .unchecked_into()
+}
+
+/// Makes the current `EventSource` call the client's callback for `event_type` events, as
+/// [`Kind::STREAM`] plus the listener's index.
 fn attach(source: &mut Option<Source>, callback: &Function, event_type: &str) {
-    // Lifecycle events come from the SDK; `error` is already listened for (connection
-    // errors and application events named `error` arrive on the same listener).
+    // Lifecycle events come from the SDK; `open` and `error` are already listened for
+    // (connection events and application events of those names arrive on the same listener).
     if is_lifecycle(event_type) {
         return;
     }
@@ -807,11 +854,13 @@ fn attach(source: &mut Option<Source>, callback: &Function, event_type: &str) {
     if source
         .listeners
         .iter()
-        .any(|l| l.event_type() == event_type)
+        .any(|l| &*l.event_type == event_type)
     {
         return;
     }
+    let kind = Kind::STREAM + source.listeners.len() as u32;
+    let listener = stream_listener(callback, kind);
     source
         .listeners
-        .push(Listen::new(&source.es, event_type, callback));
+        .push(Listen::new(&source.es, event_type, listener));
 }

@@ -3,8 +3,9 @@
 //! `Timeout`).
 //!
 //! Unlike gloo's, these take an existing JS function instead of wrapping a new Rust closure
-//! each: a client has one callback for all its DOM events and timers (see `core`), so a
-//! reconnect creates no closure and the wasm carries one closure shim instead of several.
+//! each: a client has one callback for all its DOM events and timers (see `core`; listeners
+//! get it bound to a number, or wrapped by a JS function), so a reconnect creates no Rust
+//! closure and the wasm carries one closure shim instead of several.
 
 use wasm_bindgen::{prelude::*, JsCast};
 use web_sys::EventTarget;
@@ -27,26 +28,23 @@ extern "C" {
 #[derive(Debug)]
 pub(crate) struct Listen {
     target: EventTarget,
-    event_type: String,
+    /// The event type listened for (an `Rc`: the client hands it to each dispatch of a stream
+    /// event of this type without copying it).
+    pub(crate) event_type: Rc<str>,
     callback: js_sys::Function,
 }
 
 impl Listen {
     /// [`addEventListener`](https://developer.mozilla.org/en-US/docs/Web/API/EventTarget/addEventListener).
-    pub(crate) fn new(target: &JsValue, event_type: &str, callback: &js_sys::Function) -> Self {
+    pub(crate) fn new(target: &JsValue, event_type: &str, callback: js_sys::Function) -> Self {
         let target: EventTarget = target.clone().unchecked_into();
         // Cannot fail for a function listener on a live target.
-        let _ = target.add_event_listener_with_callback(event_type, callback);
+        let _ = target.add_event_listener_with_callback(event_type, &callback);
         Self {
             target,
-            event_type: event_type.to_owned(),
-            callback: callback.clone(),
+            event_type: event_type.into(),
+            callback,
         }
-    }
-
-    /// The event type listened for.
-    pub(crate) fn event_type(&self) -> &str {
-        &self.event_type
     }
 }
 

@@ -94,7 +94,7 @@ pub struct JsClient {
     /// closure bound to a listener id). Owned by the client, so it lives until the client
     /// object is freed: calling an unsubscribe function after `close()` is a harmless no-op.
     /// Same signature as the core's callback, so the wasm carries one closure shim.
-    unsubscribe: Closure<dyn Fn(JsValue, JsValue)>,
+    unsubscribe: Closure<dyn Fn(u32, JsValue)>,
 }
 
 /// `createClient(url, options)`: creates a client and, unless `autoConnect: false` or
@@ -125,9 +125,9 @@ pub fn create_client(url: JsValue, options: JsValue) -> Result<JsClient, JsValue
     };
     let core = Core::new(&url, parsed, get_token, event_source)?;
     let weak = Rc::downgrade(&core.0);
-    let unsubscribe = Closure::<dyn Fn(JsValue, JsValue)>::new(move |id: JsValue, _| {
-        if let (Some(rc), Some(id)) = (weak.upgrade(), id.as_f64()) {
-            Core(rc).remove_id(id as u64);
+    let unsubscribe = Closure::<dyn Fn(u32, JsValue)>::new(move |id: u32, _: JsValue| {
+        if let Some(rc) = weak.upgrade() {
+            Core(rc).remove_id(id.into());
         }
     });
     Ok(JsClient { core, unsubscribe })
@@ -203,8 +203,9 @@ impl JsClient {
         let (t, f) = args(event_type, listener)?;
         let id = self.core.add_listener(&t, f, once);
         let unsubscribe: &Function = self.unsubscribe.as_ref().unchecked_ref();
-        // A duplicate (or a closed client) gets an unsubscribe that does nothing (id 0).
-        let bound = unsubscribe.bind1(&JsValue::NULL, &JsValue::from(id.unwrap_or(0) as f64));
+        // A duplicate (or a closed client) gets an unsubscribe that does nothing (id 0). Ids
+        // cross as u32, the closure's argument (the registry's count past 2³² would wrap).
+        let bound = unsubscribe.bind1(&JsValue::NULL, &JsValue::from(id.unwrap_or(0) as u32));
         Ok(bound.unchecked_into())
     }
 
