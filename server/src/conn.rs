@@ -303,11 +303,11 @@ async fn write_response(
     let head = encode_head(&response, length);
     let mut body = response.into_body();
     let written = async {
-        write(&mut stream, &head, server.write_timeout).await?;
+        write(&stream, &head, server.write_timeout).await?;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(io::Error::other)?;
             if let Ok(data) = frame.into_data() {
-                write(&mut stream, &data, server.write_timeout).await?;
+                write(&stream, &data, server.write_timeout).await?;
             }
         }
         stream.shutdown().await
@@ -322,8 +322,31 @@ async fn write_response(
     }
 }
 
-async fn write(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
+/// Writes all of `bytes`, failing once a write has waited `timeout` (a peer that stopped
+/// reading). Takes the socket shared: an event stream's publishers write to it too, though
+/// only while its stream is parked, never during this.
+async fn write(stream: &TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    // Most writes fit in the socket buffer at once: no timer for those.
+    let mut rest = match stream.try_write(bytes) {
+        Ok(n) => &bytes[n..],
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => bytes,
+        Err(e) => return Err(e),
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let all = async {
+        while !rest.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, all).await {
         Ok(result) => result,
         Err(_) => Err(write_timed_out()),
     }
@@ -379,15 +402,7 @@ async fn write_stream(
     let mut discarded = 0usize;
     loop {
         if let Some(bytes) = chunk.take() {
-            // Most writes fit in the socket buffer at once: no timer for those.
-            let sent = match stream.try_write(&bytes) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
-            if sent < bytes.len() {
-                write_shared(&stream, &bytes[sent..], timeout).await?;
-            }
+            write(&stream, &bytes, timeout).await?;
             bytes_written.inc_by(bytes.len() as u64);
         }
         tokio::select! {
@@ -420,26 +435,6 @@ async fn write_stream(
     // The stream ended on purpose (its last frame is written): close the sending side.
     drop(subscription);
     socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write)
-}
-
-/// [`write()`] for a socket shared with publishers (who write only while the stream is parked,
-/// never during this).
-async fn write_shared(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    let all = async {
-        while !bytes.is_empty() {
-            stream.writable().await?;
-            match stream.try_write(bytes) {
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(timeout, all).await {
-        Ok(result) => result,
-        Err(_) => Err(write_timed_out()),
-    }
 }
 
 /// An event stream's socket as publishers write to it directly.

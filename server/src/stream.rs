@@ -168,23 +168,14 @@ impl Direct {
             return Wrote::Queue;
         }
         let mut written = parked.written;
-        let mut bytes: Option<Bytes> = None;
-        let mut joined: Option<BytesMut> = None;
+        let mut chunk = Chunk::default();
         for frame in &published.frames {
             if frame.id > written && filter.entitled(&frame.target, &frame.event) {
                 written = frame.id;
-                match (bytes.take(), joined.as_mut()) {
-                    (None, None) => bytes = Some(frame.bytes.clone()),
-                    (Some(first), None) => {
-                        let mut b = BytesMut::from(&first[..]);
-                        b.extend_from_slice(&frame.bytes);
-                        joined = Some(b);
-                    }
-                    (_, Some(b)) => b.extend_from_slice(&frame.bytes),
-                }
+                chunk.push(&frame.bytes);
             }
         }
-        let Some(bytes) = joined.map(BytesMut::freeze).or(bytes) else {
+        let Some(bytes) = chunk.finish() else {
             // Like a queued delivery with nothing for the stream, it holds off the idle
             // timeout.
             parked.wrote_at = Some(Instant::now());
@@ -304,13 +295,48 @@ struct Guard {
 
 /// `rest` of a partial direct write, then `frame`.
 fn carried(rest: Option<Bytes>, frame: Bytes) -> Bytes {
-    match rest {
-        None => frame,
-        Some(rest) => {
-            let mut joined = BytesMut::from(&rest[..]);
-            joined.extend_from_slice(&frame);
-            joined.freeze()
+    let Some(rest) = rest else {
+        return frame;
+    };
+    let mut chunk = Chunk::default();
+    chunk.push(&rest);
+    chunk.push(&frame);
+    chunk.finish().unwrap_or_default()
+}
+
+/// Pieces of SSE bytes joined into one chunk to write: a single piece is kept as it is (no
+/// copy), a buffer is made from the second on.
+#[derive(Debug, Default)]
+struct Chunk {
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+    /// Bytes pushed so far.
+    len: usize,
+}
+
+impl Chunk {
+    /// Whether `bytes` may join it within [`MAX_CHUNK`] (a piece alone always may).
+    fn fits(&self, bytes: &Bytes) -> bool {
+        self.len == 0 || self.len + bytes.len() <= MAX_CHUNK
+    }
+
+    fn push(&mut self, bytes: &Bytes) {
+        self.len += bytes.len();
+        match (self.first.take(), self.joined.as_mut()) {
+            (None, None) => self.first = Some(bytes.clone()),
+            (Some(first), None) => {
+                let mut b = BytesMut::with_capacity(MAX_CHUNK.min(self.len.max(4096)));
+                b.extend_from_slice(&first);
+                b.extend_from_slice(bytes);
+                self.joined = Some(b);
+            }
+            (_, Some(b)) => b.extend_from_slice(bytes),
         }
+    }
+
+    /// The joined bytes; `None` when nothing was pushed.
+    fn finish(self) -> Option<Bytes> {
+        self.joined.map(BytesMut::freeze).or(self.first)
     }
 }
 
@@ -577,40 +603,22 @@ impl Subscription {
     /// Joins pending bytes into one chunk of at most [`MAX_CHUNK`] bytes (or one frame);
     /// `None` when nothing pending is for this connection.
     fn take_pending(&mut self) -> Option<Bytes> {
-        let mut out: Option<Bytes> = None;
-        let mut buf: Option<BytesMut> = None;
-        let mut size = 0;
-        // Appends one frame; false when it does not fit in this chunk.
-        let mut add = |bytes: &Bytes, out: &mut Option<Bytes>, buf: &mut Option<BytesMut>| {
-            if size > 0 && size + bytes.len() > MAX_CHUNK {
-                return false;
-            }
-            size += bytes.len();
-            match (out.take(), buf.as_mut()) {
-                (None, None) => *out = Some(bytes.clone()),
-                (Some(first), None) => {
-                    let mut b = BytesMut::with_capacity(MAX_CHUNK.min(size.max(4096)));
-                    b.extend_from_slice(&first);
-                    b.extend_from_slice(bytes);
-                    *buf = Some(b);
-                }
-                (_, Some(b)) => b.extend_from_slice(bytes),
-            }
-            true
-        };
+        let mut chunk = Chunk::default();
         let mut now: Option<Instant> = None;
         'outer: while let Some(front) = self.pending.front_mut() {
             match front {
                 Pending::Bytes(bytes) => {
-                    if !add(bytes, &mut out, &mut buf) {
+                    if !chunk.fits(bytes) {
                         break;
                     }
+                    chunk.push(bytes);
                     self.pending.pop_front();
                 }
                 Pending::Position(id, bytes) => {
-                    if !add(bytes, &mut out, &mut buf) {
+                    if !chunk.fits(bytes) {
                         break;
                     }
+                    chunk.push(bytes);
                     self.written = self.written.max(*id);
                     self.pending.pop_front();
                 }
@@ -619,9 +627,10 @@ impl Subscription {
                     while let Some(frame) = published.frames.get(*next) {
                         let seen = frame.id != 0 && frame.id <= self.written;
                         if !seen && self.filter.entitled(&frame.target, &frame.event) {
-                            if !add(&frame.bytes, &mut out, &mut buf) {
+                            if !chunk.fits(&frame.bytes) {
                                 break;
                             }
+                            chunk.push(&frame.bytes);
                             carried = true;
                             self.written = self.written.max(frame.id);
                         }
@@ -638,10 +647,7 @@ impl Subscription {
                 }
             }
         }
-        match buf {
-            Some(b) => Some(b.freeze()),
-            None => out,
-        }
+        chunk.finish()
     }
 
     fn finish_shutdown(&mut self) -> Bytes {
