@@ -33,7 +33,8 @@
 // --npm-dir DIR: measure the built package in DIR (a candidate build elsewhere) instead of npm/.
 // --compare DIR: also measure the built package in DIR, as client `sdkb`, interleaved with the
 //   others (an A/B of an SDK change: build it with build-npm.sh in another checkout).
-// --profile: also one profiled run of raw and sdk (Chromium's CDP Profiler, 100 µs sampling);
+// --profile: also one profiled run of raw and sdk, and of sdkb and floor when measured
+//   (Chromium's CDP Profiler, 100 µs sampling);
 //   writes .cpuprofile files (open them in Chrome DevTools) and prints self time per
 //   function. The sdk run uses a build of the same wasm that keeps its function names
 //   (wasm-bindgen + wasm-opt -Oz -g, in $CARGO_TARGET_DIR/bench-browser/named), so the
@@ -346,6 +347,18 @@ function table(mode, results) {
       ].join(" "),
     );
   }
+  // Paired: the runs of one repetition ran back to back, so their ratio cancels much of the
+  // machine's load, which moves every client's CPU time between repetitions.
+  const cpus = Object.fromEntries(CLIENTS.map((c) => [c, results.filter((r) => r.client === c).map((r) => r.cpuMs)]));
+  const paired = (a, b) => median(cpus[a].map((ms, i) => ms / cpus[b][i]));
+  if (cpus.raw && REPS > 1) {
+    const others = CLIENTS.filter((c) => c !== "raw");
+    lines.push(`paired cpu x raw (median of each repetition's ratio): ${others.map((c) => `${c} ${paired(c, "raw").toFixed(3)}`).join(", ")}`);
+  }
+  if (cpus.sdk && cpus.sdkb) {
+    const lower = cpus.sdk.filter((ms, i) => ms < cpus.sdkb[i]).length;
+    lines.push(`paired: sdk used less cpu than sdkb in ${lower} of ${cpus.sdk.length} repetitions; median sdk/sdkb ${paired("sdk", "sdkb").toFixed(3)}`);
+  }
   return { text: lines.join("\n"), med, cpu, mode };
 }
 
@@ -483,7 +496,7 @@ async function main() {
     if (opts.profile && !failures.length) {
       const mode = MODES[0];
       const profiles = [];
-      for (const client of ["raw", "sdk"]) {
+      for (const client of ["raw", "sdk", ...CLIENTS.filter((c) => c === "sdkb" || c === "floor")]) {
         const r = await runOnce({ ...common, client, mode, profile: true });
         fs.writeFileSync(path.join(OUT, `${client}.cpuprofile`), JSON.stringify(r.profile));
         profiles.push(`${CLIENT_NAMES[client]}, shipped build, profiled run ${r.firstToLastMs.toFixed(1)} ms (${path.join(OUT, `${client}.cpuprofile`)})\n${summarise(r.profile).text}`);
