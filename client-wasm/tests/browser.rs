@@ -450,6 +450,19 @@ async fn js_listener_queued_before_open_gets_type_data_raw_id() {
     );
     assert_eq!(get_str(&ev, "raw").as_deref(), Some("\"75\""));
     assert_eq!(get_str(&ev, "id"), Some(id2.clone()));
+    // The id is an own enumerable property: a copy (`{...event}`, `Object.assign`) and JSON
+    // keep it.
+    let copy = js_sys::Object::assign(&js_sys::Object::new(), ev.unchecked_ref());
+    assert_eq!(
+        get_str(&copy, "id"),
+        Some(id2.clone()),
+        "a copy lost the id"
+    );
+    let json = JSON::stringify(&ev)
+        .unwrap()
+        .as_string()
+        .unwrap_or_default();
+    assert!(json.contains(&format!(r#""id":"{id2}""#)), "{json}");
     assert_eq!(onces.get(), 1, "once listener ran once");
     assert_eq!(
         offs.get(),
@@ -470,6 +483,48 @@ async fn js_listener_queued_before_open_gets_type_data_raw_id() {
     client.close();
     assert_eq!(client.ready_state(), 2);
     unsubscribe.call0(&JsValue::NULL).unwrap(); // after close: still harmless
+}
+
+#[wasm_bindgen_test]
+async fn js_gap_listener_gets_the_gap_events_object_with_its_id() {
+    let _lock = ProxyLock::acquire().await;
+    let hub = hub_url().await;
+    // An id from the future is unknown to the hub: it answers with `__gap`.
+    let options = JSON::parse(&format!(
+        r#"{{"clientId":"{}","lastEventId":"99999999999999999"}}"#,
+        unique("gap")
+    ))
+    .unwrap();
+    let client = create_client(format!("{hub}/events").into(), options).unwrap();
+    let got: Rc<RefCell<Vec<JsValue>>> = Rc::default();
+    let g = got.clone();
+    let listener = Closure::<dyn Fn(JsValue)>::new(move |ev: JsValue| g.borrow_mut().push(ev));
+    client
+        .add_event_listener("gap".into(), listener.as_ref().clone())
+        .unwrap();
+    assert!(
+        wait_until(5_000.0, || got.borrow().len() == 1).await,
+        "no gap"
+    );
+    let ev = got.borrow()[0].clone();
+    assert_eq!(get_str(&ev, "type").as_deref(), Some("gap"));
+    let data = Reflect::get(&ev, &"data".into()).unwrap();
+    assert_eq!(
+        get_str(&data, "lastEventId").as_deref(),
+        Some("99999999999999999")
+    );
+    // `__gap` comes without an `id:` line on a resumed connection: `id` is there, `null`.
+    assert!(js_sys::Object::has_own(
+        ev.unchecked_ref::<js_sys::Object>(),
+        &"id".into()
+    ));
+    assert!(Reflect::get(&ev, &"id".into()).unwrap().is_null());
+    let json = JSON::stringify(&ev)
+        .unwrap()
+        .as_string()
+        .unwrap_or_default();
+    assert!(json.contains(r#""id":null"#), "{json}");
+    client.close();
 }
 
 #[cfg(feature = "typed")]
