@@ -58,6 +58,8 @@ struct Cli {
     )]
     token_cookie: String,
     /// Allowed browser origins, comma separated (e.g. https://app.example.com).
+    // clap prints this comment as the flag's help, where `<…>` or backticks would show.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long, env = "EVENTWIRE_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
     /// Seconds between heartbeats.
