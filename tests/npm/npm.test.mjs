@@ -798,6 +798,101 @@ test("shareAcrossTabs: a frozen leader is replaced; thawed, it follows and the t
   await context.close();
 });
 
+test("shareAcrossTabs: two tabs that take over a frozen leader before hearing each other end with one leader, nothing lost or doubled", async (t) => {
+  const client = "share-race";
+  // Each tab records when it steals the lock and, while `__held` is an array, keeps the channel's
+  // messages from the other tabs there instead of handling them: as if each of the two followers
+  // decided to take over before the other's first post as leader reached it, however far apart
+  // the two decisions fall (the takeover's jitter spreads them by up to 2 s).
+  const { context, tabs, errors } = await openTabs(3, `client=${client}`, () => {
+    window.__steals = [];
+    window.__held = null;
+    window.__release = () => {
+      const held = window.__held ?? [];
+      window.__held = null;
+      for (const handle of held) handle();
+    };
+    const onmessage = Object.getOwnPropertyDescriptor(BroadcastChannel.prototype, "onmessage");
+    Object.defineProperty(BroadcastChannel.prototype, "onmessage", {
+      configurable: true,
+      get() {
+        return onmessage.get.call(this);
+      },
+      set(handler) {
+        const held = (e) => (window.__held ? window.__held.push(() => handler.call(this, e)) : handler.call(this, e));
+        onmessage.set.call(this, handler && held);
+      },
+    });
+    const request = LockManager.prototype.request;
+    LockManager.prototype.request = function (name, options, ...rest) {
+      if (options?.steal) window.__steals.push(Date.now());
+      return request.call(this, name, options, ...rest);
+    };
+  });
+  await eventually("one tab leads, all count 3", async () => {
+    const roles = await evalAll(tabs, () => [window.client.leader, window.client.tabs, window.client.readyState]);
+    return (roles.filter((r) => r[0]).length === 1 && roles.every((r) => r[1] === 3 && r[2] === 1)) || roles;
+  });
+  await publishNumbered(client, 0, 5);
+  await expectEveryEventOnce(tabs, 5, "3 tabs");
+
+  // Freeze the leader (the debugger's pause, as in the test above) with the followers deaf to
+  // each other: each finds the leader silent and steals the lock, the second from the first.
+  const leaderIndex = (await evalAll(tabs, () => window.client.leader)).indexOf(true);
+  const frozen = tabs[leaderIndex];
+  const others = tabs.filter((page) => page !== frozen);
+  const frozenCdp = await context.newCDPSession(frozen);
+  await frozenCdp.send("Debugger.enable");
+  await evalAll(others, () => (window.__held = []));
+  await frozenCdp.send("Debugger.pause");
+  const frozeAt = Date.now();
+  const stopPublishing = publishUntilStopped(client, 5, 100);
+  // The hub's heartbeat here is 2 s: a silent leader is waited for 6 s plus up to 2 s of jitter,
+  // then asked once more.
+  await eventually(
+    "both followers steal the lock",
+    async () => {
+      const steals = await evalAll(others, () => window.__steals.length);
+      return steals.every((n) => n > 0) || steals;
+    },
+    30_000,
+  );
+  // Time for the first thief to learn its lock is gone, then the messages flow again.
+  await new Promise((r) => setTimeout(r, 1000));
+  await evalAll(others, () => window.__release());
+  await eventually("one of them leads", async () => {
+    const roles = await evalAll(others, () => window.client.leader);
+    return roles.filter(Boolean).length === 1 || roles;
+  });
+  const steals = (await evalAll(others, () => window.__steals)).map((s) => s.filter((at) => at > frozeAt));
+  t.diagnostic(`steals after the freeze, per follower: ${JSON.stringify(steals.map((s) => s.map((at) => at - frozeAt)))} ms`);
+  assert.deepEqual(steals.map((s) => s.length), [1, 1], JSON.stringify(steals));
+  // Settled: one leader among the live tabs. The hub holds two connections of the client: the
+  // frozen tab's, still open, and the new leader's; the tab that led for a moment closed its own.
+  await new Promise((r) => setTimeout(r, 1000));
+  const n = await stopPublishing();
+  await eventually("one live leader, one live connection", async () => {
+    const roles = await evalAll(others, () => window.client.leader);
+    const connections = await connectionsOf(client);
+    return (roles.filter(Boolean).length === 1 && connections === 2) || [roles, connections];
+  });
+  // Nothing published around the double takeover is lost or doubled for the live tabs: the
+  // second leader replays what its tab missed, and the first leader's held posts of the same
+  // events are dropped by id.
+  await expectEveryEventOnce(others, n, "after the double takeover");
+
+  await frozenCdp.send("Debugger.resume");
+  await eventually("the thawed tab follows, and the three tabs hold one connection", async () => {
+    const roles = await evalAll(tabs, () => [window.client.leader, window.client.readyState]);
+    const ok = roles.filter((r) => r[0]).length === 1 && !roles[leaderIndex][0];
+    return (ok && roles.every((r) => r[1] === 1) && (await connectionsOf(client)) === 1) || [roles, await connectionsOf(client)];
+  });
+  await publishNumbered(client, n, n + 3);
+  await expectEveryEventOnce(others, n + 3, "after the thaw");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test("shareAcrossTabs: 12 tabs against an HTTP/1.1 hub are all live, and their other requests do not stall", async () => {
   const client = "share-twelve";
   const { context, tabs, errors } = await openTabs(12, `client=${client}`);
