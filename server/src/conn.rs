@@ -11,9 +11,10 @@
 //! itself (`stream.rs`, "Direct writes"), which costs less than waking the streams runtime.
 //!
 //! Any other request, and every later request on that keep-alive connection, is hyper's, with
-//! the bytes already read put back in front. An event stream's connection carries nothing
-//! after its request: the response has no length and `Connection: close`, and it ends when
-//! the stream ends.
+//! the bytes already read put back in front; hyper's own answer to a later head it cannot
+//! parse is replaced with the hub's JSON answer (`HubAnswers`). An event stream's connection
+//! carries nothing after its request: the response has no length and `Connection: close`,
+//! and it ends when the stream ends.
 //!
 //! Why httparse and not hyper for that first head: hyper owns a connection's socket until the
 //! connection ends, and keeps its buffers for as long (24 KB per connection).
@@ -21,7 +22,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
@@ -150,9 +151,10 @@ pub(crate) async fn run(
             write_response(&server, stream, response, &switch).await;
         }
         Head::Other => {
-            let io = Prefixed {
+            let io = HubAnswers {
                 prefix: buf.freeze(),
                 inner: stream,
+                pending: Bytes::new(),
             };
             let io = TokioIo::new(GuardedIo::new(io, server.write_timeout, switch));
             let handle = slot.handle();
@@ -187,6 +189,13 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Hea
         let mut headers = [httparse::EMPTY_HEADER; 4 * MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(buf) {
+            // hyper, which reads the rest of this connection, takes at most `MAX_HEADERS`.
+            Ok(httparse::Status::Complete(_)) if parsed.headers.len() > MAX_HEADERS => {
+                return Ok(Head::Refused(Error::HeadersTooLarge(format!(
+                    "{} header fields; at most {MAX_HEADERS} are accepted",
+                    parsed.headers.len()
+                ))))
+            }
             Ok(httparse::Status::Complete(_)) => return Ok(sort(&parsed)),
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
                 let line_ended = buf.contains(&b'\n');
@@ -452,13 +461,82 @@ impl crate::stream::Socket for StreamSocket {
     }
 }
 
-/// A socket whose first reads return bytes already read from it.
-struct Prefixed {
+/// A connection's socket as hyper gets it: its first reads return the bytes the hub already
+/// read, and the hub's JSON answer goes out in place of hyper's own answer to a request head
+/// hyper cannot parse.
+///
+/// hyper answers such a head itself, before any service sees the request: `400`, `414` or
+/// `431`, with `connection: close`, `content-length: 0` and no body, and hyper 1 has no hook
+/// to change that. The hub reads a connection's first head itself (`read_head`) and answers
+/// it with JSON; this gives every later head on the connection the same kind of answer. Only
+/// hyper writes an empty 4xx here: every answer of the router has a body with a content type
+/// (`routes::json_errors`, which `serve` applies).
+struct HubAnswers {
+    /// Read from the socket by the hub, not yet by hyper.
     prefix: Bytes,
     inner: TcpStream,
+    /// What is left to write of an answer put in place of hyper's.
+    pending: Bytes,
 }
 
-impl AsyncRead for Prefixed {
+impl HubAnswers {
+    /// Writes what is left of a replaced answer.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `buf` as written: the hub's answer goes out in its place, now or at the next
+    /// flush.
+    fn replace(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        answer: Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        self.pending = Bytes::from(answer);
+        match self.poll_pending(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(buf.len())),
+        }
+    }
+}
+
+/// The hub's answer for `head` when it is hyper's answer to a head it could not parse.
+fn hub_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let error = match head.get(..13)? {
+        b"HTTP/1.1 400 " => {
+            Error::MalformedRequest("the request head does not parse as HTTP/1.1".to_owned())
+        }
+        b"HTTP/1.1 414 " => Error::UriTooLong(MAX_URI_BYTES),
+        b"HTTP/1.1 431 " => Error::HeadersTooLarge(format!(
+            "more than {MAX_HEADERS} header fields, or a head larger than the hub reads"
+        )),
+        _ => return None,
+    };
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    if !head.ends_with(b"\r\n\r\n") || !has(b"\r\ncontent-length: 0\r\n") || has(b"content-type") {
+        return None;
+    }
+    let body = error.body();
+    let mut response = http::Response::new(Body::empty());
+    *response.status_mut() = error.status();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let mut answer = encode_head(&response, Some(body.len() as u64));
+    answer.extend_from_slice(body.as_bytes());
+    Some(answer)
+}
+
+impl AsyncRead for HubAnswers {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -474,12 +552,16 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl AsyncWrite for HubAnswers {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_pending(cx))?;
+        if let Some(answer) = hub_answer(buf) {
+            return self.replace(cx, buf, answer);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -488,6 +570,14 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_pending(cx))?;
+        // hyper's answer is a head alone: one buffer.
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(head), None) = (filled.next(), filled.next()) {
+            if let Some(answer) = hub_answer(head) {
+                return self.replace(cx, head, answer);
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -496,10 +586,12 @@ impl AsyncWrite for Prefixed {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

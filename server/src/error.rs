@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 /// Everything that can go wrong when publishing, subscribing or authenticating.
@@ -211,11 +210,25 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The JSON body of this error's answer: `{"error": {"code", "message"}}`.
+    pub(crate) fn body(&self) -> String {
+        json!({"error": {"code": self.code(), "message": self.to_string()}}).to_string()
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body(),
+        )
+            .into_response();
         let retry_after = match &self {
             Error::TooManyConnections(_) | Error::ShuttingDown | Error::BrokerUnavailable(_) => {
                 Some(RETRY_AFTER_LIMIT)

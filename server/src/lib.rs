@@ -136,10 +136,11 @@ pub async fn serve(
     let streams = StreamsRuntime::start()?;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        // The hub refuses more than `routes::MAX_HEADERS` itself, with a JSON answer; hyper's
-        // own limit (an empty 431) only stops what is far beyond it.
-        .max_headers(4 * routes::MAX_HEADERS);
+        // hyper's default limit of 100 header fields is `routes::MAX_HEADERS`: within it
+        // hyper keeps a request's header arrays on the stack (`max_headers` above 100 makes
+        // it allocate and fill them for every request), and its 431 beyond it is replaced
+        // with the hub's JSON answer (`conn::HubAnswers`).
+        .header_read_timeout(config.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let server = std::sync::Arc::new(conn::Server {
         app: routes::json_errors(app),

@@ -455,6 +455,86 @@ async fn a_request_head_that_does_not_parse_gets_a_json_400() {
     assert_eq!(t.get("/healthz", None, &[]).await.status(), 200);
 }
 
+/// Sends `request` after a good request on the same kept-alive connection, and returns the
+/// answer to `request` (read until the hub closes the connection, or 5 s pass).
+async fn later_exchange(t: &TestHub, request: &[u8]) -> String {
+    let mut socket = TcpStream::connect(addr(t)).await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&first).ends_with(r#"{"status":"ok"}"#) {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&buf[..n]);
+    }
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_later_request_that_does_not_parse_gets_the_same_json_answers() {
+    let t = TestHub::start(config()).await;
+    let fields = |n: usize| {
+        let mut head = b"GET /healthz HTTP/1.1\r\nhost: x\r\n".to_vec();
+        for i in 0..n {
+            head.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    };
+    let long_line = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    for (request, status, code) in [
+        (
+            &b"GET /healthz HTTP/1.1\r\nbad header\r\n\r\n"[..],
+            "400 Bad Request",
+            "malformed_request",
+        ),
+        (
+            b"GET /healthz HTTP/9.9\r\n\r\n",
+            "400 Bad Request",
+            "malformed_request",
+        ),
+        (
+            &fields(150),
+            "431 Request Header Fields Too Large",
+            "headers_too_large",
+        ),
+        (
+            &fields(1000),
+            "431 Request Header Fields Too Large",
+            "headers_too_large",
+        ),
+        (long_line.as_bytes(), "414 URI Too Long", "uri_too_long"),
+    ] {
+        let answer = later_exchange(&t, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let length = format!("content-length: {}", body.len());
+        assert!(head.lines().any(|line| line == length), "{answer}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], code, "{answer}");
+    }
+    // A request within the limits on a kept-alive connection is answered as usual.
+    let mut within = fields(90);
+    within.truncate(within.len() - 2);
+    within.extend_from_slice(b"connection: close\r\n\r\n");
+    let answer = later_exchange(&t, &within).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert_eq!(t.get("/healthz", None, &[]).await.status(), 200);
+}
+
 #[tokio::test]
 async fn a_client_that_talks_on_its_event_stream_is_closed_and_others_keep_theirs() {
     let t = TestHub::start(config()).await;
