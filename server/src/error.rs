@@ -208,9 +208,7 @@ impl Error {
             other => other,
         }
     }
-}
 
-impl Error {
     /// The JSON body of this error's answer: `{"error": {"code", "message"}}`.
     pub(crate) fn body(&self) -> String {
         json!({"error": {"code": self.code(), "message": self.to_string()}}).to_string()

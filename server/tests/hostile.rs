@@ -409,7 +409,12 @@ async fn every_error_answer_has_a_json_body() {
 
 /// Sends `request` on a new connection and reads until the hub closes it (or 5 s pass).
 async fn raw_exchange(t: &TestHub, request: &[u8]) -> String {
-    let mut socket = TcpStream::connect(addr(t)).await.unwrap();
+    let socket = TcpStream::connect(addr(t)).await.unwrap();
+    exchange_on(socket, request).await
+}
+
+/// Sends `request` on `socket` and reads until the hub closes it (or 5 s pass).
+async fn exchange_on(mut socket: TcpStream, request: &[u8]) -> String {
     socket.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
@@ -470,10 +475,7 @@ async fn later_exchange(t: &TestHub, request: &[u8]) -> String {
         assert!(n > 0, "{}", String::from_utf8_lossy(&first));
         first.extend_from_slice(&buf[..n]);
     }
-    socket.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
+    exchange_on(socket, request).await
 }
 
 #[tokio::test]
