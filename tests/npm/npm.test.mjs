@@ -737,6 +737,24 @@ test("shareAcrossTabs: 8 tabs share one connection, every tab gets every event o
   await context.close();
 });
 
+/**
+ * Freezes the leading tab as Chrome freezes a background tab: it keeps its Web Lock and its
+ * connection, and runs nothing. The DevTools debugger's pause does that to a page's JavaScript
+ * (timers, messages and stream events wait until it resumes); CDP's
+ * Page.setWebLifecycleState("frozen") leaves a headless page's timers running. `beforePause`
+ * gets the other tabs first. `thaw()` resumes the frozen tab.
+ */
+async function freezeLeader(context, tabs, beforePause = async () => {}) {
+  const leaderIndex = (await evalAll(tabs, () => window.client.leader)).indexOf(true);
+  const frozen = tabs[leaderIndex];
+  const others = tabs.filter((page) => page !== frozen);
+  const cdp = await context.newCDPSession(frozen);
+  await cdp.send("Debugger.enable");
+  await beforePause(others);
+  await cdp.send("Debugger.pause");
+  return { frozen, leaderIndex, others, frozeAt: Date.now(), thaw: () => cdp.send("Debugger.resume") };
+}
+
 test("shareAcrossTabs: a frozen leader is replaced; thawed, it follows and the tabs share one connection again", async (t) => {
   const client = "share-frozen";
   const { context, tabs, errors } = await openTabs(3, `client=${client}`);
@@ -747,16 +765,7 @@ test("shareAcrossTabs: a frozen leader is replaced; thawed, it follows and the t
   await publishNumbered(client, 0, 5);
   await expectEveryEventOnce(tabs, 5, "3 tabs");
 
-  // Freeze the leading tab as Chrome freezes a background tab: it keeps its Web Lock and its
-  // connection, and runs nothing. The DevTools debugger's pause does that to a page's
-  // JavaScript (timers, messages and stream events wait until it resumes); CDP's
-  // Page.setWebLifecycleState("frozen") leaves a headless page's timers running.
-  const frozen = tabs[(await evalAll(tabs, () => window.client.leader)).indexOf(true)];
-  const others = tabs.filter((page) => page !== frozen);
-  const cdp = await context.newCDPSession(frozen);
-  await cdp.send("Debugger.enable");
-  await cdp.send("Debugger.pause");
-  const frozeAt = Date.now();
+  const { frozen, others, frozeAt, thaw } = await freezeLeader(context, tabs);
   const stopPublishing = publishUntilStopped(client, 5, 100);
   // The hub's heartbeat here is 2 s: a silent leader is waited for 3 of them (6 s), plus up to
   // 2 s of jitter and the second look; the bound leaves room for a loaded machine.
@@ -777,7 +786,7 @@ test("shareAcrossTabs: a frozen leader is replaced; thawed, it follows and the t
   // Nothing published while the leader was frozen is lost or doubled for the live tabs.
   await expectEveryEventOnce(others, n, "after the takeover");
 
-  await cdp.send("Debugger.resume");
+  await thaw();
   await eventually("the thawed tab follows, and the three tabs hold one connection", async () => {
     const roles = await evalAll(tabs, () => [window.client.leader, window.client.readyState]);
     const ok = roles.filter((r) => r[0]).length === 1 && !roles[tabs.indexOf(frozen)][0];
@@ -838,14 +847,9 @@ test("shareAcrossTabs: two tabs that take over a frozen leader before hearing ea
 
   // Freeze the leader (the debugger's pause, as in the test above) with the followers deaf to
   // each other: each finds the leader silent and steals the lock, the second from the first.
-  const leaderIndex = (await evalAll(tabs, () => window.client.leader)).indexOf(true);
-  const frozen = tabs[leaderIndex];
-  const others = tabs.filter((page) => page !== frozen);
-  const frozenCdp = await context.newCDPSession(frozen);
-  await frozenCdp.send("Debugger.enable");
-  await evalAll(others, () => (window.__held = []));
-  await frozenCdp.send("Debugger.pause");
-  const frozeAt = Date.now();
+  const { leaderIndex, others, frozeAt, thaw } = await freezeLeader(context, tabs, (others) =>
+    evalAll(others, () => (window.__held = [])),
+  );
   const stopPublishing = publishUntilStopped(client, 5, 100);
   // The hub's heartbeat here is 2 s: a silent leader is waited for 6 s plus up to 2 s of jitter,
   // then asked once more.
@@ -881,7 +885,7 @@ test("shareAcrossTabs: two tabs that take over a frozen leader before hearing ea
   // events are dropped by id.
   await expectEveryEventOnce(others, n, "after the double takeover");
 
-  await frozenCdp.send("Debugger.resume");
+  await thaw();
   await eventually("the thawed tab follows, and the three tabs hold one connection", async () => {
     const roles = await evalAll(tabs, () => [window.client.leader, window.client.readyState]);
     const ok = roles.filter((r) => r[0]).length === 1 && !roles[leaderIndex][0];
