@@ -16,6 +16,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
+import { table } from "./page/micro-clients.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const { values: opts, positionals: dirs } = parseArgs({
@@ -57,15 +58,8 @@ try {
   await page.goto(`http://127.0.0.1:${server.address().port}/`);
   const runs = await page.evaluate(
     async ({ N, REPS, ndirs }) => {
-      const { floorListener } = await import("/floor.js");
-      // The page's payloads and ids (bench.mjs): `{seq, v, name}`, ids counting up.
-      const events = [];
-      let expected = 0;
-      for (let i = 0; i < N; i++) {
-        const v = (i * 7919) % 1000;
-        expected += v;
-        events.push([JSON.stringify({ seq: i, v, name: `sensor-${i % 64}` }), String(1796163317395537 + i)]);
-      }
+      const { clients, payloads, runAll } = await import("/micro-clients.js");
+      const { events, expected } = payloads(N);
       let sum = 0;
       const tick = (d) => (sum += d.v);
       // Its listeners are kept and called directly by `fire` (dispatchEvent would cost more
@@ -95,47 +89,18 @@ try {
         if (sum !== expected) throw new Error(`sum ${sum}, expected ${expected}`);
         return ms;
       };
-      const clients = {
-        raw() {
-          const es = new FakeEventSource("raw");
-          es.addEventListener("tick", (e) => tick(JSON.parse(e.data)));
-          return fire(es);
-        },
-        floor() {
-          const es = new FakeEventSource("floor");
-          es.addEventListener("tick", floorListener(tick));
-          return fire(es);
-        },
-      };
+      const libs = [];
       for (let i = 0; i < ndirs; i++) {
         const lib = await import(`/sdk${i}/dist/index.js`);
         await lib.ready();
-        clients[`sdk${i}`] = () => {
-          const client = lib.createClient("http://127.0.0.1:9/events", { EventSource: FakeEventSource, heartbeatTimeoutMs: 60_000 });
-          client.on("tick", (e) => tick(e.data));
-          FakeEventSource.last.dispatchEvent(new Event("open"));
-          const ms = fire(FakeEventSource.last);
-          if (client.lastEventId !== events[N - 1][1]) throw new Error(`lastEventId ${client.lastEventId}`);
-          client.close();
-          return ms;
-        };
+        libs.push(lib);
       }
-      const runs = Object.fromEntries(Object.keys(clients).map((c) => [c, []]));
-      for (let rep = 0; rep < REPS; rep++) for (const [name, run] of Object.entries(clients)) runs[name].push(run());
-      return runs;
+      return runAll(clients({ FakeEventSource, fire, tick, libs, lastId: events[N - 1][1] }), REPS);
     },
     { N, REPS, ndirs: dirs.length },
   );
-  const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-  const ns = (ms) => ((ms * 1e6) / N).toFixed(0).padStart(6);
   console.log(`${(await browser.version())}: ${N.toLocaleString("en")} events, ${REPS} runs each, interleaved; ns per event`);
-  console.log(`${"client".padEnd(8)} ${"min".padStart(6)} ${"median".padStart(6)}  over raw (min)`);
-  const rawMin = Math.min(...runs.raw);
-  for (const [name, ms] of Object.entries(runs)) {
-    const min = Math.min(...ms);
-    const dir = name.startsWith("sdk") ? `  ${dirs[Number(name.slice(3))]}` : "";
-    console.log(`${name.padEnd(8)} ${ns(min)} ${ns(median(ms))}  ${ns(min - rawMin)}${dir}`);
-  }
+  console.log(table(runs, N, dirs));
   // Paired: in how many reps each SDK after the first was faster than the first.
   for (const name of Object.keys(runs).filter((n) => n.startsWith("sdk") && n !== "sdk0")) {
     const lower = runs[name].filter((ms, i) => ms < runs.sdk0[i]).length;

@@ -13,7 +13,7 @@
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { floorListener } from "./page/floor.js";
+import { clients, payloads, runAll, table } from "./page/micro-clients.js";
 
 const { values: opts, positionals: dirs } = parseArgs({
   options: { events: { type: "string" }, reps: { type: "string" } },
@@ -26,14 +26,7 @@ if (!dirs.length || !(N > 0) || !(REPS > 0)) {
   process.exit(2);
 }
 
-// The page's payloads and ids (bench.mjs): `{seq, v, name}`, ids counting up.
-const events = [];
-let expected = 0;
-for (let i = 0; i < N; i++) {
-  const v = (i * 7919) % 1000;
-  expected += v;
-  events.push([JSON.stringify({ seq: i, v, name: `sensor-${i % 64}` }), String(1796163317395537 + i)]);
-}
+const { events, expected } = payloads(N);
 let sum = 0;
 const tick = (d) => (sum += d.v);
 
@@ -57,40 +50,12 @@ function fire(es) {
   return ms;
 }
 
-const clients = {
-  raw() {
-    const es = new FakeEventSource("raw");
-    es.addEventListener("tick", (e) => tick(JSON.parse(e.data)));
-    return fire(es);
-  },
-  floor() {
-    const es = new FakeEventSource("floor");
-    es.addEventListener("tick", floorListener(tick));
-    return fire(es);
-  },
-};
-for (const [i, dir] of dirs.entries()) {
+const libs = [];
+for (const dir of dirs) {
   const lib = await import(pathToFileURL(path.resolve(dir, "dist/index.js")).href);
   await lib.ready();
-  clients[`sdk${i}`] = () => {
-    const client = lib.createClient("http://127.0.0.1:9/events", { EventSource: FakeEventSource, heartbeatTimeoutMs: 60_000 });
-    client.on("tick", (e) => tick(e.data));
-    FakeEventSource.last.dispatchEvent(new Event("open"));
-    const ms = fire(FakeEventSource.last);
-    if (client.lastEventId !== events[N - 1][1]) throw new Error(`lastEventId ${client.lastEventId}`);
-    client.close();
-    return ms;
-  };
+  libs.push(lib);
 }
-
-const runs = Object.fromEntries(Object.keys(clients).map((c) => [c, []]));
-for (let rep = 0; rep < REPS; rep++) for (const [name, run] of Object.entries(clients)) runs[name].push(run());
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-const ns = (ms) => ((ms * 1e6) / N).toFixed(0).padStart(6);
+const runs = runAll(clients({ FakeEventSource, fire, tick, libs, lastId: events[N - 1][1] }), REPS);
 console.log(`${N.toLocaleString("en")} events, ${REPS} runs each, interleaved; ns per event`);
-console.log(`${"client".padEnd(8)} ${"min".padStart(6)} ${"median".padStart(6)}  over raw (min)`);
-const rawMin = Math.min(...runs.raw);
-for (const [name, ms] of Object.entries(runs)) {
-  const min = Math.min(...ms);
-  console.log(`${name.padEnd(8)} ${ns(min)} ${ns(median(ms))}  ${ns(min - rawMin)}${dirs[Number(name.slice(3))] && name.startsWith("sdk") ? `  ${dirs[Number(name.slice(3))]}` : ""}`);
-}
+console.log(table(runs, N, dirs));
